@@ -1,0 +1,427 @@
+//! The [`Cache`] handle: lookup, store and invalidation over an optional L1 [`MemoryStore`] and
+//! an optional L2 [`Store`], with tag clocks, single-flight and counters.
+//!
+//! What must stay true: `lookup` returns only records whose full key equals the key asked for and
+//! whose tags are valid by the clocks; `invalidate_tag` resolves only after the clock ticked, so
+//! every later lookup on this node rejects what was stored (or is being filled) under the tag.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::entry::{Entry, Freshness};
+use crate::flight::Flights;
+use crate::key::{CacheKey, PrimaryKey};
+use crate::stats::{Event, Recorder, Stats, Tier};
+use crate::store::{memory::MemoryStore, Record, Store, Variants};
+use crate::tags::TagClocks;
+use crate::time::now_ms;
+use crate::CacheError;
+
+/// What a lookup found.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// A fresh, valid entry.
+    Fresh(Arc<Entry>),
+    /// A valid entry inside its stale-while-revalidate window.
+    Stale(Arc<Entry>),
+    /// Nothing servable. `stale_if_error` holds an entry usable only if the handler fails;
+    /// `vary` is the resource's known vary list, if any.
+    Miss {
+        /// An entry inside its stale-if-error window.
+        stale_if_error: Option<Arc<Entry>>,
+        /// The vary header names stored for the resource.
+        vary: Option<Arc<[String]>>,
+    },
+}
+
+struct Inner {
+    l1: Option<MemoryStore>,
+    l2: Option<Arc<dyn Store>>,
+    namespace: String,
+    clocks: TagClocks,
+    flights: Flights<Arc<Entry>>,
+    stats: Recorder,
+    stores_since_prune: AtomicU64,
+}
+
+/// A response cache. Cheap to clone: clones share everything.
+///
+/// ```
+/// use cache_core::Cache;
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let cache = Cache::memory();
+/// cache.invalidate_tag("products").await.unwrap();
+/// assert_eq!(cache.stats().invalidations, 1);
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("namespace", &self.inner.namespace)
+            .field("l1", &self.inner.l1)
+            .field("l2", &self.inner.l2.is_some())
+            .finish()
+    }
+}
+
+/// Builds a [`Cache`]. `build` never fails: stores connect lazily.
+///
+/// ```
+/// use cache_core::{Cache, MemoryStore};
+/// let cache = Cache::builder().l1(MemoryStore::new().max_bytes(1 << 20)).namespace("shop").build();
+/// assert_eq!(cache.namespace(), "shop");
+/// ```
+#[derive(Default)]
+#[must_use]
+pub struct CacheBuilder {
+    l1: Option<MemoryStore>,
+    l2: Option<Arc<dyn Store>>,
+    namespace: String,
+}
+
+impl CacheBuilder {
+    /// The in-process tier.
+    pub fn l1(mut self, store: MemoryStore) -> Self {
+        self.l1 = Some(store);
+        self
+    }
+
+    /// The shared tier (a `RedisStore`, or any [`Store`]).
+    pub fn l2<S: Store>(mut self, store: S) -> Self {
+        self.l2 = Some(Arc::new(store));
+        self
+    }
+
+    /// Same as [`CacheBuilder::l2`]: plugs in any backend as the shared tier.
+    pub fn store<S: Store>(self, store: S) -> Self {
+        self.l2(store)
+    }
+
+    /// A prefix that separates this cache's keys from every other namespace's.
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.namespace = namespace.to_string();
+        self
+    }
+
+    /// The cache. With neither tier given, it gets a default [`MemoryStore`].
+    pub fn build(self) -> Cache {
+        let l1 = match (&self.l1, &self.l2) {
+            (None, None) => Some(MemoryStore::new()),
+            _ => self.l1,
+        };
+        Cache {
+            inner: Arc::new(Inner {
+                l1,
+                l2: self.l2,
+                namespace: self.namespace,
+                clocks: TagClocks::default(),
+                flights: Flights::default(),
+                stats: Recorder::default(),
+                stores_since_prune: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+/// How often (in stores) expired clocks are pruned.
+const PRUNE_EVERY: u64 = 1024;
+
+impl Cache {
+    /// A single-process cache in bounded memory (64 MiB).
+    pub fn memory() -> Cache {
+        Cache::builder().build()
+    }
+
+    /// Starts a builder.
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+
+    /// The namespace every key is built in.
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    /// The primary key of a request in this cache's namespace.
+    pub fn primary_key(&self, host: &[u8], path: &[u8], query: &[u8]) -> PrimaryKey {
+        PrimaryKey::new(&self.inner.namespace, host, path, query)
+    }
+
+    /// Single-flight registry for fills, keyed by primary or variant key hash.
+    pub fn flights(&self) -> &Flights<Arc<Entry>> {
+        &self.inner.flights
+    }
+
+    /// The tag-clock reading a fill must carry as its entry's `born`; take it before the handler runs.
+    pub fn begin_fill(&self) -> u64 {
+        self.inner.clocks.now()
+    }
+
+    /// Counts an event in [`Cache::stats`] and the `metrics` facade.
+    pub fn record(&self, event: Event) {
+        self.inner.stats.record(event);
+    }
+
+    /// Finds what is stored for a request. `variant` builds the variant key from the request's
+    /// headers for a vary list.
+    pub async fn lookup(
+        &self,
+        primary: &PrimaryKey,
+        variant: impl Fn(&[String]) -> CacheKey,
+    ) -> Lookup {
+        let (entry, vary) = match self.get(&primary.cache_key()).await {
+            Some(Record::Response(entry)) => (Some(entry), None),
+            Some(Record::Variants(variants)) => {
+                let key = variant(&variants.vary);
+                match self.get(&key).await {
+                    Some(Record::Response(entry)) => (Some(entry), Some(variants.vary.clone())),
+                    _ => (None, Some(variants.vary.clone())),
+                }
+            }
+            None => (None, None),
+        };
+        let Some(entry) = entry else {
+            return Lookup::Miss {
+                stale_if_error: None,
+                vary,
+            };
+        };
+        if !self.is_valid(&entry) {
+            return Lookup::Miss {
+                stale_if_error: None,
+                vary,
+            };
+        }
+        match entry.freshness(now_ms()) {
+            Freshness::Fresh => Lookup::Fresh(entry),
+            Freshness::StaleWhileRevalidate => Lookup::Stale(entry),
+            Freshness::StaleIfError => Lookup::Miss {
+                stale_if_error: Some(entry),
+                vary,
+            },
+            Freshness::Expired => Lookup::Miss {
+                stale_if_error: None,
+                vary,
+            },
+        }
+    }
+
+    /// Whether the tag clocks still accept `entry`.
+    pub fn is_valid(&self, entry: &Entry) -> bool {
+        self.inner
+            .clocks
+            .is_valid(entry.born, entry.tags.iter().map(String::as_str))
+    }
+
+    async fn get(&self, key: &CacheKey) -> Option<Record> {
+        if let Some(l1) = &self.inner.l1 {
+            if let Some(record) = l1.get_now(key) {
+                Tier::add(&self.inner.stats.l1.hits);
+                return Some(record);
+            }
+            Tier::add(&self.inner.stats.l1.misses);
+        }
+        let l2 = self.inner.l2.as_ref()?;
+        match l2.get(key).await {
+            // The key check is ours, not the store's: a store returning a colliding or foreign
+            // record must cause a miss.
+            Ok(Some(record)) if record.key() == key.as_bytes() => {
+                Tier::add(&self.inner.stats.l2.hits);
+                if let Some(l1) = &self.inner.l1 {
+                    l1.put_now(key, record.clone());
+                }
+                Some(record)
+            }
+            Ok(_) => {
+                Tier::add(&self.inner.stats.l2.misses);
+                None
+            }
+            Err(err) => {
+                Tier::add(&self.inner.stats.l2.errors);
+                tracing::debug!(error = %err, "l2 lookup failed; treating as a miss");
+                None
+            }
+        }
+    }
+
+    async fn put(&self, key: &CacheKey, record: Record) {
+        if let Some(l1) = &self.inner.l1 {
+            l1.put_now(key, record.clone());
+            Tier::add(&self.inner.stats.l1.stores);
+        }
+        if let Some(l2) = &self.inner.l2 {
+            match l2.put(key, record).await {
+                Ok(()) => Tier::add(&self.inner.stats.l2.stores),
+                Err(err) => {
+                    Tier::add(&self.inner.stats.l2.errors);
+                    tracing::debug!(error = %err, "l2 store failed");
+                }
+            }
+        }
+    }
+
+    /// Stores a response for `primary` under `key` (equal to the primary's own key when the
+    /// response has no vary list). Adds the URL's implicit tag. Returns the stored entry, or
+    /// `None` when a tag was invalidated while the handler ran (the result is then not kept).
+    pub async fn store(
+        &self,
+        primary: &PrimaryKey,
+        key: &CacheKey,
+        mut entry: Entry,
+    ) -> Option<Arc<Entry>> {
+        entry.tags.push(primary.url_tag());
+        entry.key = key.bytes();
+        if !self.is_valid(&entry) {
+            tracing::debug!(key = ?key, "tag invalidated during fill; not storing");
+            return None;
+        }
+        let life = entry.expires_at_ms().saturating_sub(entry.stored_at_ms);
+        self.inner.clocks.note_lifetime(life);
+        let entry = Arc::new(entry);
+        if !entry.vary.is_empty() {
+            let variants = Variants {
+                key: primary.cache_key().bytes(),
+                vary: entry.vary.clone(),
+                expires_at_ms: entry.expires_at_ms(),
+            };
+            let variants = match self.get(&primary.cache_key()).await {
+                Some(Record::Variants(old)) if old.vary == variants.vary => Variants {
+                    expires_at_ms: old.expires_at_ms.max(variants.expires_at_ms),
+                    ..variants
+                },
+                _ => variants,
+            };
+            self.put(&primary.cache_key(), Record::Variants(Arc::new(variants)))
+                .await;
+        }
+        self.put(key, Record::Response(entry.clone())).await;
+        self.record(Event::Store);
+        tracing::debug!(key = ?key, status = entry.status, tags = ?entry.tags, "stored");
+        if self
+            .inner
+            .stores_since_prune
+            .fetch_add(1, Ordering::Relaxed)
+            % PRUNE_EVERY
+            == PRUNE_EVERY - 1
+        {
+            self.inner.clocks.prune();
+            if let Some(l1) = &self.inner.l1 {
+                l1.reclaim_expired();
+            }
+        }
+        Some(entry)
+    }
+
+    /// Invalidates one tag: when this resolves `Ok`, no later lookup on this node returns an entry
+    /// stored under it before the call, including fills still running.
+    pub async fn invalidate_tag(&self, tag: impl Into<String>) -> Result<(), CacheError> {
+        self.invalidate_tags([tag]).await
+    }
+
+    /// Invalidates several tags at once (one clock tick).
+    pub async fn invalidate_tags<I, T>(&self, tags: I) -> Result<(), CacheError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        let tags: Vec<String> = tags.into_iter().map(Into::into).collect();
+        if tags.is_empty() {
+            return Ok(());
+        }
+        self.inner.clocks.invalidate(tags.iter().cloned());
+        self.record(Event::Invalidation);
+        tracing::debug!(?tags, "invalidated tags");
+        Ok(())
+    }
+
+    /// Drops every variant of one resource (what a successful POST/PUT/PATCH/DELETE does to its URL).
+    pub async fn purge_url(&self, primary: &PrimaryKey) -> Result<(), CacheError> {
+        self.inner.clocks.invalidate([primary.url_tag()]);
+        self.record(Event::Invalidation);
+        if let Some(l1) = &self.inner.l1 {
+            l1.remove_now(&primary.cache_key());
+        }
+        if let Some(l2) = &self.inner.l2 {
+            l2.remove(&primary.cache_key()).await?;
+        }
+        tracing::debug!(key = ?primary, "purged url");
+        Ok(())
+    }
+
+    /// Drops everything this cache stored.
+    pub async fn purge_all(&self) -> Result<(), CacheError> {
+        self.inner.clocks.purge_all();
+        self.record(Event::Invalidation);
+        if let Some(l1) = &self.inner.l1 {
+            l1.clear_now();
+        }
+        if let Some(l2) = &self.inner.l2 {
+            l2.clear().await?;
+        }
+        tracing::debug!("purged everything");
+        Ok(())
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        let l1 = self.inner.l1.as_ref().map(Store::stats);
+        let l2 = self.inner.l2.as_ref().map(|s| s.stats());
+        self.inner.stats.snapshot(l1, l2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(born: u64, tags: &[&str]) -> Entry {
+        let now = now_ms();
+        let mut e = Entry::new(
+            Arc::from(Vec::new()),
+            200,
+            vec![],
+            "body".into(),
+            now,
+            now + 60_000,
+        );
+        e.born = born;
+        e.tags = tags.iter().map(|t| t.to_string()).collect();
+        e
+    }
+
+    #[tokio::test]
+    async fn a_fill_that_overlaps_an_invalidation_is_not_served() {
+        let cache = Cache::memory();
+        let primary = cache.primary_key(b"h", b"/p", b"");
+        let born = cache.begin_fill();
+        cache.invalidate_tag("products").await.unwrap();
+        assert!(cache
+            .store(&primary, &primary.cache_key(), entry(born, &["products"]))
+            .await
+            .is_none());
+        assert!(matches!(
+            cache.lookup(&primary, |_| unreachable!()).await,
+            Lookup::Miss { .. }
+        ));
+
+        let born = cache.begin_fill();
+        assert!(cache
+            .store(&primary, &primary.cache_key(), entry(born, &["products"]))
+            .await
+            .is_some());
+        assert!(matches!(
+            cache.lookup(&primary, |_| unreachable!()).await,
+            Lookup::Fresh(_)
+        ));
+        cache.purge_url(&primary).await.unwrap();
+        assert!(matches!(
+            cache.lookup(&primary, |_| unreachable!()).await,
+            Lookup::Miss { .. }
+        ));
+    }
+}

@@ -1,0 +1,157 @@
+//! A stored response and the arithmetic of its freshness.
+//!
+//! Times are absolute Unix milliseconds so that an entry means the same in every process. What
+//! must stay true: an entry is served fresh only before `fresh_until_ms`, stale only inside the
+//! window the policy granted, and never after `expires_at_ms()`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::policy::Visibility;
+
+/// Where an entry stands in its life at a given instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Inside the ttl.
+    Fresh,
+    /// Past the ttl, inside `stale_while_revalidate`: serve it and refresh once.
+    StaleWhileRevalidate,
+    /// Past the ttl, usable only if the handler fails (`stale_if_error`).
+    StaleIfError,
+    /// Past every window: unusable.
+    Expired,
+}
+
+/// A stored response.
+///
+/// ```
+/// use cache_core::{Entry, Freshness, PrimaryKey};
+/// let key = PrimaryKey::new("", b"h", b"/", b"").cache_key();
+/// let mut entry = Entry::new(key.bytes(), 200, vec![], "hello".into(), 1_000, 31_000);
+/// entry.stale_while_revalidate_ms = 10_000;
+/// assert_eq!(entry.freshness(30_999), Freshness::Fresh);
+/// assert_eq!(entry.freshness(35_000), Freshness::StaleWhileRevalidate);
+/// assert_eq!(entry.freshness(41_000), Freshness::Expired);
+/// assert_eq!(entry.age_secs(6_500), 5);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The full key encoding, compared on read so that a hash collision is a miss.
+    pub key: Arc<[u8]>,
+    /// HTTP status code.
+    pub status: u16,
+    /// Response headers as sent by the handler (lowercase names), minus the ones never replayed.
+    pub headers: Vec<(String, Bytes)>,
+    /// The whole body.
+    pub body: Bytes,
+    /// Strong entity tag, quoted: the handler's own, or a hash of the body.
+    pub etag: String,
+    /// When the response was stored (Unix ms).
+    pub stored_at_ms: u64,
+    /// Fresh until this instant (Unix ms).
+    pub fresh_until_ms: u64,
+    /// Length of the stale-while-revalidate window after `fresh_until_ms`.
+    pub stale_while_revalidate_ms: u64,
+    /// Length of the stale-if-error window after `fresh_until_ms`.
+    pub stale_if_error_ms: u64,
+    /// Tags it was stored under (templates already filled), including the URL's implicit tag.
+    pub tags: Vec<String>,
+    /// Tag-clock reading taken before the handler ran; see [`crate::tags`].
+    pub born: u64,
+    /// Lowercase names of the request headers this response varies on.
+    pub vary: Arc<[String]>,
+    /// What clients are told in `Cache-Control`.
+    pub visibility: Visibility,
+    /// Explicit client `max-age` in seconds; `None` means what remains of the ttl.
+    pub max_age_secs: Option<u64>,
+    /// Whether this entry may answer a request that carries `Authorization` without varying on it.
+    pub shares_authorized: bool,
+}
+
+impl Entry {
+    /// A fresh entry with no stale windows, tags or vary; fill the public fields for more.
+    pub fn new(
+        key: Arc<[u8]>,
+        status: u16,
+        headers: Vec<(String, Bytes)>,
+        body: Bytes,
+        stored_at_ms: u64,
+        fresh_until_ms: u64,
+    ) -> Entry {
+        let etag = strong_etag(&body);
+        Entry {
+            key,
+            status,
+            headers,
+            body,
+            etag,
+            stored_at_ms,
+            fresh_until_ms,
+            stale_while_revalidate_ms: 0,
+            stale_if_error_ms: 0,
+            tags: Vec::new(),
+            born: 0,
+            vary: Arc::from(Vec::new()),
+            visibility: Visibility::Unspecified,
+            max_age_secs: None,
+            shares_authorized: false,
+        }
+    }
+
+    /// Where the entry stands at `now_ms`.
+    pub fn freshness(&self, now_ms: u64) -> Freshness {
+        if now_ms < self.fresh_until_ms {
+            return Freshness::Fresh;
+        }
+        let past = now_ms - self.fresh_until_ms;
+        if past < self.stale_while_revalidate_ms {
+            Freshness::StaleWhileRevalidate
+        } else if past < self.stale_if_error_ms {
+            Freshness::StaleIfError
+        } else {
+            Freshness::Expired
+        }
+    }
+
+    /// After this instant the entry is useless and may be reclaimed.
+    pub fn expires_at_ms(&self) -> u64 {
+        self.fresh_until_ms
+            .saturating_add(self.stale_while_revalidate_ms.max(self.stale_if_error_ms))
+    }
+
+    /// Whole seconds since it was stored (the `Age` header).
+    pub fn age_secs(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.stored_at_ms) / 1000
+    }
+
+    /// Whole seconds of freshness left, rounded down; zero once stale.
+    pub fn ttl_left_secs(&self, now_ms: u64) -> u64 {
+        self.fresh_until_ms.saturating_sub(now_ms) / 1000
+    }
+
+    /// Bytes this entry's variable-size parts occupy: key, headers, body, etag, tags, vary names.
+    pub fn payload_bytes(&self) -> usize {
+        self.key.len()
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len())
+                .sum::<usize>()
+            + self.body.len()
+            + self.etag.len()
+            + self.tags.iter().map(String::len).sum::<usize>()
+            + self.vary.iter().map(String::len).sum::<usize>()
+    }
+}
+
+/// A quoted strong entity tag computed from the body: the same bytes give the same tag in every
+/// process and after every restart (xxh3-128 is a fixed, seedless function).
+///
+/// ```
+/// assert_eq!(cache_core::entry::strong_etag(b"a"), cache_core::entry::strong_etag(b"a"));
+/// assert!(cache_core::entry::strong_etag(b"a").starts_with('"'));
+/// ```
+pub fn strong_etag(body: &[u8]) -> String {
+    format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(body))
+}

@@ -1,0 +1,152 @@
+//! Single-flight: of many concurrent misses on one key, one (the leader) runs the handler and
+//! the others wait for its result.
+//!
+//! What must stay true: a waiter is released the moment the leader finishes, fails, panics or is
+//! cancelled, because the leader's [`Leader`] guard publishes or drops the channel in every case;
+//! a released waiter that got nothing runs the handler itself.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use tokio::sync::watch;
+
+/// The flights in progress, by key hash.
+///
+/// ```
+/// use cache_core::flight::{Flights, Join};
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let flights: Flights<&'static str> = Flights::default();
+/// let Join::Leader(leader) = flights.join(7) else { unreachable!() };
+/// let Join::Waiter(waiter) = flights.join(7) else { unreachable!() };
+/// leader.complete("filled");
+/// assert_eq!(waiter.wait().await, Some("filled"));
+/// # });
+/// ```
+#[derive(Debug)]
+pub struct Flights<T> {
+    map: Arc<DashMap<u128, watch::Receiver<Option<T>>>>,
+}
+
+impl<T> Default for Flights<T> {
+    fn default() -> Self {
+        Flights {
+            map: Arc::new(DashMap::new()),
+        }
+    }
+}
+
+/// The outcome of joining a flight.
+#[derive(Debug)]
+pub enum Join<T> {
+    /// Run the handler, then call [`Leader::complete`] (or drop the guard to release waiters empty-handed).
+    Leader(Leader<T>),
+    /// Wait for the leader.
+    Waiter(Waiter<T>),
+}
+
+impl<T: Clone> Flights<T> {
+    /// Becomes the leader for `key`, or a waiter if a leader is already running.
+    pub fn join(&self, key: u128) -> Join<T> {
+        match self.map.entry(key) {
+            dashmap::Entry::Occupied(slot) => Join::Waiter(Waiter {
+                rx: slot.get().clone(),
+            }),
+            dashmap::Entry::Vacant(slot) => {
+                let (tx, rx) = watch::channel(None);
+                slot.insert(rx);
+                Join::Leader(Leader {
+                    map: self.map.clone(),
+                    key,
+                    tx: Some(tx),
+                })
+            }
+        }
+    }
+
+    /// Becomes the leader only if nobody leads `key` (used to refresh a stale entry once).
+    pub fn try_lead(&self, key: u128) -> Option<Leader<T>> {
+        match self.join(key) {
+            Join::Leader(leader) => Some(leader),
+            Join::Waiter(_) => None,
+        }
+    }
+
+    /// Number of flights in progress.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no flight is in progress.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// The leader's guard. Dropping it without [`Leader::complete`] releases the waiters with nothing.
+#[derive(Debug)]
+pub struct Leader<T> {
+    map: Arc<DashMap<u128, watch::Receiver<Option<T>>>>,
+    key: u128,
+    tx: Option<watch::Sender<Option<T>>>,
+}
+
+impl<T> Leader<T> {
+    /// Hands `value` to every waiter.
+    pub fn complete(mut self, value: T) {
+        self.map.remove(&self.key);
+        if let Some(tx) = self.tx.take() {
+            tx.send_replace(Some(value));
+        }
+    }
+}
+
+impl<T> Drop for Leader<T> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            self.map
+                .remove_if(&self.key, |_, rx| rx.same_channel(&tx.subscribe()));
+        }
+    }
+}
+
+/// A waiter on someone else's flight.
+#[derive(Debug)]
+pub struct Waiter<T> {
+    rx: watch::Receiver<Option<T>>,
+}
+
+impl<T: Clone> Waiter<T> {
+    /// The leader's value, or `None` if the leader gave up (error, panic, cancellation, or a
+    /// response that could not be shared).
+    pub async fn wait(mut self) -> Option<T> {
+        loop {
+            if let Some(value) = self.rx.borrow_and_update().clone() {
+                return Some(value);
+            }
+            if self.rx.changed().await.is_err() {
+                return self.rx.borrow().clone();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dropped_leader_releases_waiters_empty_handed() {
+        let flights: Flights<u32> = Flights::default();
+        let Join::Leader(leader) = flights.join(1) else {
+            panic!("expected leader")
+        };
+        let Join::Waiter(waiter) = flights.join(1) else {
+            panic!("expected waiter")
+        };
+        let waiting = tokio::spawn(waiter.wait());
+        drop(leader);
+        assert_eq!(waiting.await.ok().flatten(), None);
+        assert!(flights.is_empty());
+        assert!(matches!(flights.join(1), Join::Leader(_)));
+    }
+}
