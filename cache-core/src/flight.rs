@@ -71,6 +71,11 @@ impl<T: Clone> Flights<T> {
         }
     }
 
+    /// Whether a leader is running for `key`.
+    pub fn in_flight(&self, key: u128) -> bool {
+        self.map.contains_key(&key)
+    }
+
     /// Number of flights in progress.
     pub fn len(&self) -> usize {
         self.map.len()

@@ -23,7 +23,7 @@ pub mod policy;
 pub mod stats;
 pub mod store;
 pub mod tags;
-pub(crate) mod time;
+pub mod time;
 
 /// Re-exported so that a user-written [`Store`] can use `#[async_trait]` without adding the crate.
 pub use async_trait::async_trait;

@@ -1,0 +1,60 @@
+//! Why the cache left a request or response alone. Every bypass has one of these reasons: it is
+//! what the `cache-status` detail and the tracing event say, so it must stay a closed set.
+
+use std::fmt;
+
+/// The reason a response was passed through without being stored or served from the cache
+/// (`x-cache: BYPASS`).
+///
+/// ```
+/// use cache_actix::BypassReason;
+/// assert_eq!(BypassReason::SetCookie.as_str(), "set-cookie");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BypassReason {
+    /// The method is not GET or HEAD.
+    Method,
+    /// No `#[cached]` policy and no scope rule covers the route.
+    NoPolicy,
+    /// The status is not one the policy stores (by default 200..=299 except 206).
+    Status,
+    /// The response sets a cookie: it belongs to one client.
+    SetCookie,
+    /// The response says `Cache-Control: no-store`.
+    NoStore,
+    /// The response says `Cache-Control: private`: a shared cache must not keep it.
+    Private,
+    /// The request carries `Authorization` and the policy neither varies on it nor says `public`.
+    Authorization,
+    /// The body is larger than `max_body_bytes`.
+    BodyTooLarge,
+    /// The body is streamed with no known length; it is passed through without buffering.
+    StreamingBody,
+    /// The URL (or a varied header value) is larger than the key limit.
+    KeyTooLarge,
+}
+
+impl BypassReason {
+    /// The token used in `cache-status` details and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BypassReason::Method => "method",
+            BypassReason::NoPolicy => "no-policy",
+            BypassReason::Status => "status",
+            BypassReason::SetCookie => "set-cookie",
+            BypassReason::NoStore => "no-store",
+            BypassReason::Private => "private",
+            BypassReason::Authorization => "authorization",
+            BypassReason::BodyTooLarge => "body-too-large",
+            BypassReason::StreamingBody => "streaming-body",
+            BypassReason::KeyTooLarge => "key-too-large",
+        }
+    }
+}
+
+impl fmt::Display for BypassReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

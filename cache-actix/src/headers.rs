@@ -1,0 +1,173 @@
+//! The HTTP headers the cache reads and writes: `Cache-Control` parsing, `If-None-Match`
+//! matching, and the `x-cache`, `cache-status` (RFC 9211), `age`, `etag`, `expires` and
+//! `cache-control` of cached answers.
+//!
+//! What must stay true: parsing never fails loudly. A malformed or non-UTF-8 header reads as
+//! "directive absent" / "no match", so bad input can only cost a cache hit, never an error.
+
+use std::time::{Duration, SystemTime};
+
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use cache_core::{Entry, Visibility};
+
+use crate::bypass::BypassReason;
+
+/// `x-cache`: what the cache did, in one word.
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+/// `cache-status` (RFC 9211).
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+/// `cache-tag`: a handler may list extra tags in it; the middleware removes it before the client sees it.
+pub const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
+
+/// The cache's name in `cache-status`.
+const CACHE_NAME: &str = "cache-actix";
+
+/// Headers never stored or replayed: hop-by-hop ones (RFC 9110 section 7.6.1), the ones we
+/// compute per answer, and `cache-tag`, which is ours.
+pub(crate) const NOT_STORED: &[&str] = &[
+    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
+    "proxy-authenticate", "proxy-authorization", "date", "age", "expires", "cache-control", "etag",
+    "x-cache", "cache-status", "cache-tag", "set-cookie",
+];
+
+/// How an answer came about; rendered into `x-cache` and `cache-status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Fresh entry.
+    Hit,
+    /// Fresh entry filled by another request we waited for.
+    Collapsed,
+    /// Stale entry inside stale-while-revalidate.
+    StaleRevalidate,
+    /// Stale entry because the handler failed.
+    StaleIfError,
+    /// Handler ran; `stored` says whether the result was kept, `vary_known` whether the
+    /// resource was known (a `vary-miss`) or not (a `uri-miss`).
+    Miss { stored: bool, vary_known: bool },
+    /// Left alone.
+    Bypass(BypassReason),
+}
+
+impl Outcome {
+    pub(crate) fn x_cache(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Outcome::Hit | Outcome::Collapsed => "HIT",
+            Outcome::StaleRevalidate | Outcome::StaleIfError => "STALE",
+            Outcome::Miss { .. } => "MISS",
+            Outcome::Bypass(_) => "BYPASS",
+        })
+    }
+
+    pub(crate) fn cache_status(self, entry: Option<&Entry>, now_ms: u64) -> HeaderValue {
+        let ttl = entry.map(|e| (e.fresh_until_ms as i128 - now_ms as i128).div_euclid(1000));
+        let text = match (self, ttl) {
+            (Outcome::Hit, Some(ttl)) => format!("{CACHE_NAME}; hit; ttl={ttl}"),
+            (Outcome::Collapsed, Some(ttl)) => format!("{CACHE_NAME}; hit; ttl={ttl}; detail=collapsed"),
+            (Outcome::StaleRevalidate, Some(ttl)) => format!("{CACHE_NAME}; hit; ttl={ttl}; fwd=stale; detail=stale-while-revalidate"),
+            (Outcome::StaleIfError, Some(ttl)) => format!("{CACHE_NAME}; hit; ttl={ttl}; detail=stale-if-error"),
+            (Outcome::Miss { stored, vary_known }, ttl) => {
+                let fwd = if vary_known { "vary-miss" } else { "uri-miss" };
+                match (stored, ttl) {
+                    (true, Some(ttl)) => format!("{CACHE_NAME}; fwd={fwd}; stored; ttl={ttl}"),
+                    _ => format!("{CACHE_NAME}; fwd={fwd}"),
+                }
+            }
+            (Outcome::Bypass(reason), _) => format!("{CACHE_NAME}; fwd=bypass; detail={}", reason.as_str()),
+            (_, None) => format!("{CACHE_NAME}; fwd=miss"),
+        };
+        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(CACHE_NAME))
+    }
+}
+
+/// Whether a `Cache-Control`-style header list carries `directive` (case-insensitive, with or
+/// without a value). Non-UTF-8 values read as absent.
+pub(crate) fn has_directive(headers: &HeaderMap, name: &HeaderName, directive: &str) -> bool {
+    headers.get_all(name).filter_map(|v| v.to_str().ok()).any(|value| {
+        value.split(',').any(|item| {
+            let token = item.split('=').next().unwrap_or("").trim();
+            token.eq_ignore_ascii_case(directive)
+        })
+    })
+}
+
+/// Whether `If-None-Match` matches `etag` by weak comparison (RFC 9110 section 13.1.2): `*`, a
+/// list, and `W/` prefixes on either side. Malformed members are skipped.
+pub(crate) fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    let ours = opaque_tag(etag);
+    headers
+        .get_all(actix_web::http::header::IF_NONE_MATCH)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .any(|member| member == "*" || (ours.is_some() && opaque_tag(member) == ours))
+}
+
+/// The quoted part of an entity tag, without any `W/`; `None` if it is not a well-formed tag.
+fn opaque_tag(tag: &str) -> Option<&str> {
+    let tag = tag.strip_prefix("W/").unwrap_or(tag);
+    let inner = tag.strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains('"')).then_some(tag)
+}
+
+/// `cache-control` for an answer from `entry`: `public`/`private` as the policy says and a
+/// `max-age` that is the policy's, or what remains of the ttl (0 once stale).
+pub(crate) fn cache_control(entry: &Entry, now_ms: u64) -> (HeaderValue, u64) {
+    let max_age = if now_ms >= entry.fresh_until_ms {
+        0
+    } else {
+        entry.max_age_secs.unwrap_or_else(|| entry.ttl_left_secs(now_ms))
+    };
+    let text = match entry.visibility {
+        Visibility::Public => format!("public, max-age={max_age}"),
+        Visibility::Private => format!("private, max-age={max_age}"),
+        Visibility::Unspecified => format!("max-age={max_age}"),
+    };
+    (HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("no-cache")), max_age)
+}
+
+/// `expires` matching a `max-age` counted from now.
+pub(crate) fn expires(max_age_secs: u64) -> Option<HeaderValue> {
+    let at = SystemTime::now().checked_add(Duration::from_secs(max_age_secs))?;
+    HeaderValue::from_str(&httpdate::fmt_http_date(at)).ok()
+}
+
+/// `age` in whole seconds.
+pub(crate) fn age(entry: &Entry, now_ms: u64) -> HeaderValue {
+    HeaderValue::from(entry.age_secs(now_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::IF_NONE_MATCH;
+
+    fn with(name: HeaderName, values: &[&[u8]]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            if let Ok(v) = HeaderValue::from_bytes(v) {
+                map.append(name.clone(), v);
+            }
+        }
+        map
+    }
+
+    #[test]
+    fn if_none_match_handles_lists_weak_star_and_garbage() {
+        let etag = "\"abc\"";
+        assert!(if_none_match(&with(IF_NONE_MATCH, &[b"\"x\", \"abc\""]), etag));
+        assert!(if_none_match(&with(IF_NONE_MATCH, &[b"W/\"abc\""]), etag));
+        assert!(if_none_match(&with(IF_NONE_MATCH, &[b"*"]), etag));
+        assert!(if_none_match(&with(IF_NONE_MATCH, &[b"\"x\"", b"\"abc\""]), etag));
+        assert!(!if_none_match(&with(IF_NONE_MATCH, &[b"abc"]), etag));
+        assert!(!if_none_match(&with(IF_NONE_MATCH, &[b"\"ab", b"\xff\xfe"]), etag));
+        assert!(!if_none_match(&HeaderMap::new(), etag));
+    }
+
+    #[test]
+    fn directives_are_case_insensitive_tokens() {
+        let cc = actix_web::http::header::CACHE_CONTROL;
+        assert!(has_directive(&with(cc.clone(), &[b"max-age=0, No-Store"]), &cc, "no-store"));
+        assert!(!has_directive(&with(cc.clone(), &[b"no-storex"]), &cc, "no-store"));
+        assert!(has_directive(&with(cc.clone(), &[b"private=\"set-cookie\""]), &cc, "private"));
+    }
+}

@@ -1,0 +1,560 @@
+//! [`CacheMiddleware`]: the whole request flow, top to bottom.
+//!
+//! request -> (not GET/HEAD: pass, then purge the URL on success) -> key -> lookup ->
+//! fresh: answer `HIT` | stale in its revalidate window: answer `STALE`, the next request
+//! refreshes | miss: single-flight -> handler -> storable? store, answer `MISS` : `BYPASS`.
+//!
+//! What must stay true:
+//! - a cache failure never becomes a 5xx: store errors are misses;
+//! - the `HttpRequest` is never cloned before the inner service has routed it (actix's router
+//!   needs the only reference, and panics otherwise);
+//! - a response is stored only if every rule of "what is never stored" lets it through, and an
+//!   entry is served to a request with `Authorization` only if the policy allowed that;
+//! - bodies that are streamed or larger than `max_body_bytes` are passed through untouched.
+
+use std::future::{ready, Ready};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::time::Duration;
+
+use actix_service::{Service, Transform};
+use actix_web::{
+    body::{BodySize, BoxBody, MessageBody},
+    dev::{ServiceRequest, ServiceResponse},
+    http::{
+        header::{self, HeaderMap, HeaderName, HeaderValue},
+        Method, StatusCode,
+    },
+    Error, HttpMessage, HttpResponse,
+};
+use bytes::Bytes;
+use cache_core::{entry::strong_etag, flight::Join, Cache, CacheKey, CachePolicy, Entry, Event, Lookup, PrimaryKey};
+use futures_util::future::LocalBoxFuture;
+
+use crate::bypass::BypassReason;
+use crate::headers::{self as h, Outcome};
+use crate::responder::ResolvedPolicy;
+
+/// Default largest body stored: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+/// Default largest key (host + path + query, or vary values): 8 KiB.
+pub const DEFAULT_MAX_KEY_BYTES: usize = 8 << 10;
+/// Default longest wait for another request's fill before running the handler anyway.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Config {
+    cache: Cache,
+    default_ttl: Option<Duration>,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    max_body_bytes: usize,
+    max_key_bytes: usize,
+    honor_client_no_cache: bool,
+    lock_timeout: Duration,
+    /// Flight keys whose stale entry was served once: the next request refreshes them.
+    refresh_due: Mutex<HashSet<u128>>,
+}
+
+/// Caches the responses of the services it wraps. Put it on an `App` or a `Scope`, inside any
+/// authentication middleware so that access is checked before a hit is served.
+///
+/// Handlers opt in with `#[cached(...)]` or [`crate::Cached`]; responses without a policy are
+/// cached only under a scope rule ([`CacheMiddleware::default_ttl`] with
+/// [`CacheMiddleware::include`] / [`CacheMiddleware::exclude`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use actix_web::{web, App, HttpResponse};
+/// use cache_actix::{Cache, CacheMiddleware};
+///
+/// let cache = Cache::memory();
+/// let app = App::new().app_data(web::Data::new(cache.clone())).service(
+///     web::scope("/api")
+///         .wrap(
+///             CacheMiddleware::new(cache.clone())
+///                 .default_ttl(Duration::from_secs(30))
+///                 .include("/api/catalog")
+///                 .exclude("/api/catalog/admin"),
+///         )
+///         .route("/catalog", web::get().to(|| async { HttpResponse::Ok().body("catalog") })),
+/// );
+/// ```
+#[derive(Clone)]
+pub struct CacheMiddleware {
+    config: Arc<Config>,
+}
+
+impl CacheMiddleware {
+    /// Caches through `cache`.
+    pub fn new(cache: Cache) -> CacheMiddleware {
+        CacheMiddleware {
+            config: Arc::new(Config {
+                cache,
+                default_ttl: None,
+                include: Vec::new(),
+                exclude: Vec::new(),
+                max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                max_key_bytes: DEFAULT_MAX_KEY_BYTES,
+                honor_client_no_cache: false,
+                lock_timeout: DEFAULT_LOCK_TIMEOUT,
+                refresh_due: Mutex::new(HashSet::new()),
+            }),
+        }
+    }
+
+    fn edit(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        match Arc::get_mut(&mut self.config) {
+            Some(config) => f(config),
+            None => tracing::warn!("CacheMiddleware configured after it was cloned; setting ignored"),
+        }
+        self
+    }
+
+    /// Caches responses that carry no policy for this long, on the paths the include/exclude
+    /// rules select (all paths under the middleware when no `include` is given).
+    pub fn default_ttl(self, ttl: Duration) -> Self {
+        self.edit(|c| c.default_ttl = Some(ttl))
+    }
+
+    /// Adds a path prefix (whole segments: `/api/a` covers `/api/a/1`, not `/api/ab`) whose
+    /// responses the default rule caches.
+    pub fn include(self, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
+        self.edit(|c| c.include.push(prefix))
+    }
+
+    /// Adds a path prefix the default rule never caches (it wins over `include`).
+    pub fn exclude(self, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
+        self.edit(|c| c.exclude.push(prefix))
+    }
+
+    /// Largest body stored (default 1 MiB); larger ones pass through without being buffered.
+    pub fn max_body_bytes(self, bytes: usize) -> Self {
+        self.edit(|c| c.max_body_bytes = bytes)
+    }
+
+    /// Largest key (default 8 KiB); requests with longer URLs or varied header values bypass.
+    pub fn max_key_bytes(self, bytes: usize) -> Self {
+        self.edit(|c| c.max_key_bytes = bytes)
+    }
+
+    /// Lets a client's `Cache-Control: no-cache` (or `Pragma: no-cache`) force the handler to
+    /// run. Off by default: otherwise any client could defeat the cache at will.
+    pub fn honor_client_no_cache(self, honor: bool) -> Self {
+        self.edit(|c| c.honor_client_no_cache = honor)
+    }
+
+    /// Longest wait for a concurrent request's fill (default 10 s) before running the handler.
+    pub fn lock_timeout(self, timeout: Duration) -> Self {
+        self.edit(|c| c.lock_timeout = timeout)
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for CacheMiddleware
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<BoxBody>;
+    type Error = Error;
+    type Transform = CacheService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(CacheService { service: Rc::new(service), config: self.config.clone() }))
+    }
+}
+
+/// The service [`CacheMiddleware`] wraps around the inner service.
+pub struct CacheService<S> {
+    service: Rc<S>,
+    config: Arc<Config>,
+}
+
+impl<S, B> Service<ServiceRequest> for CacheService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<BoxBody>;
+    type Error = Error;
+    type Future = LocalBoxFuture<'static, Result<ServiceResponse<BoxBody>, Error>>;
+
+    actix_service::forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let flow = Flow { service: self.service.clone(), config: self.config.clone() };
+        Box::pin(flow.run(req))
+    }
+}
+
+struct Flow<S> {
+    service: Rc<S>,
+    config: Arc<Config>,
+}
+
+impl<S, B> Flow<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    fn cache(&self) -> &Cache {
+        &self.config.cache
+    }
+
+    async fn run(self, req: ServiceRequest) -> Result<ServiceResponse<BoxBody>, Error> {
+        req.extensions_mut().insert(self.cache().clone());
+        let method = req.method().clone();
+        if method != Method::GET && method != Method::HEAD {
+            return self.pass_unsafe(req, method).await;
+        }
+        let Some(primary) = self.primary_key(&req) else {
+            return self.bypass_request(req, BypassReason::KeyTooLarge).await;
+        };
+        let client_no_cache = self.config.honor_client_no_cache && client_says_no_cache(req.headers());
+        let lookup = if client_no_cache {
+            Lookup::Miss { stale_if_error: None, vary: None }
+        } else {
+            self.cache().lookup(&primary, |vary| variant_key(&primary, vary, req.headers())).await
+        };
+        match lookup {
+            Lookup::Fresh(entry) if servable(&entry, req.headers()) => {
+                self.cache().record(Event::Hit);
+                tracing::debug!(path = req.path(), "cache hit");
+                Ok(answer(req, &entry, Outcome::Hit))
+            }
+            Lookup::Stale(entry) if servable(&entry, req.headers()) => self.stale(req, primary, entry).await,
+            Lookup::Fresh(entry) | Lookup::Stale(entry) => {
+                let vary = Some(entry.vary.clone());
+                self.fill(req, primary, vary, None).await
+            }
+            Lookup::Miss { stale_if_error, vary } => {
+                let stale = stale_if_error.filter(|e| servable(e, req.headers()));
+                self.fill(req, primary, vary, stale).await
+            }
+        }
+    }
+
+    /// POST, PUT, PATCH, DELETE (and anything else that is not GET/HEAD): run the handler; if it
+    /// succeeded and the method is unsafe, drop every stored variant of the URL (RFC 9111 4.4).
+    async fn pass_unsafe(self, req: ServiceRequest, method: Method) -> Result<ServiceResponse<BoxBody>, Error> {
+        let unsafe_method = matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+        let primary = if unsafe_method { self.primary_key(&req) } else { None };
+        let mut res = self.service.call(req).await?.map_into_boxed_body();
+        let status = res.status();
+        if let Some(primary) = primary.filter(|_| status.is_success() || status.is_redirection()) {
+            if let Err(err) = self.cache().purge_url(&primary).await {
+                self.cache().record(Event::Error);
+                tracing::warn!(error = %err, "could not purge the URL after an unsafe request");
+            }
+        }
+        mark(res.headers_mut(), Outcome::Bypass(BypassReason::Method), None);
+        Ok(res)
+    }
+
+    async fn bypass_request(self, req: ServiceRequest, reason: BypassReason) -> Result<ServiceResponse<BoxBody>, Error> {
+        self.cache().record(Event::Bypass);
+        tracing::debug!(path = req.path(), %reason, "cache bypass");
+        let mut res = self.service.call(req).await?.map_into_boxed_body();
+        res.headers_mut().remove(h::CACHE_TAG);
+        mark(res.headers_mut(), Outcome::Bypass(reason), None);
+        Ok(res)
+    }
+
+    /// A stale entry inside its revalidate window: answer it at once, and let the next request
+    /// that finds it stale refresh it while the others keep getting the stale copy.
+    async fn stale(self, req: ServiceRequest, primary: PrimaryKey, entry: Arc<Entry>) -> Result<ServiceResponse<BoxBody>, Error> {
+        let flight = variant_key(&primary, &entry.vary, req.headers()).hash();
+        let refresh_now = {
+            let mut due = self.config.refresh_due.lock().unwrap_or_else(|p| p.into_inner());
+            if due.len() > 100_000 {
+                // Keys seen stale once and never again; forgetting them only delays a refresh.
+                due.clear();
+            }
+            // The first sighting marks the entry due; the next one refreshes it.
+            !due.insert(flight) && due.remove(&flight)
+        };
+        if refresh_now && !self.cache().flights().in_flight(flight) {
+            let vary = Some(entry.vary.clone());
+            return self.fill(req, primary, vary, Some(entry)).await;
+        }
+        self.cache().record(Event::StaleHit);
+        tracing::debug!(path = req.path(), "stale hit (revalidate)");
+        Ok(answer(req, &entry, Outcome::StaleRevalidate))
+    }
+
+    /// Nothing fresh is stored: join the single-flight for the key and run the handler, or
+    /// wait for the request that runs it.
+    async fn fill(
+        self,
+        req: ServiceRequest,
+        primary: PrimaryKey,
+        vary: Option<Arc<[String]>>,
+        stale: Option<Arc<Entry>>,
+    ) -> Result<ServiceResponse<BoxBody>, Error> {
+        let flight = match &vary {
+            Some(vary) => variant_key(&primary, vary, req.headers()).hash(),
+            None => primary.hash(),
+        };
+        let vary_known = vary.is_some();
+        let leader = match self.cache().flights().join(flight) {
+            Join::Leader(leader) => Some(leader),
+            Join::Waiter(waiter) => {
+                let shared = tokio::time::timeout(self.config.lock_timeout, waiter.wait()).await.ok().flatten();
+                // Re-check the clocks: an invalidation may have resolved after the leader stored.
+                let shared = shared.filter(|e| self.cache().is_valid(e));
+                if let Some(entry) = shared.filter(|e| matches_request(e, &primary, req.headers())) {
+                    self.cache().record(Event::Hit);
+                    return Ok(answer(req, &entry, Outcome::Collapsed));
+                }
+                None
+            }
+        };
+        self.cache().record(Event::Miss);
+        let has_auth = req.headers().contains_key(header::AUTHORIZATION);
+        let born = self.cache().begin_fill();
+        let res = self.service.call(req).await?;
+
+        if res.status().is_server_error() {
+            if let Some(stale) = stale {
+                self.cache().record(Event::StaleHit);
+                tracing::debug!(status = %res.status(), "handler failed; serving stale");
+                let (http_req, _) = res.into_parts();
+                let response = render(http_req.headers(), &stale, Outcome::StaleIfError);
+                return Ok(ServiceResponse::new(http_req, response));
+            }
+        }
+
+        let policy = res
+            .response()
+            .extensions()
+            .get::<ResolvedPolicy>()
+            .cloned()
+            .or_else(|| self.default_policy(res.request().path()));
+        let verdict = match &policy {
+            Some(p) => storable(&res, &p.policy, has_auth, self.config.max_body_bytes),
+            None => Err(BypassReason::NoPolicy),
+        };
+        let (policy, limit) = match (verdict, policy) {
+            (Ok(limit), Some(policy)) => (policy, limit),
+            (verdict, _) => {
+                let reason = verdict.err().unwrap_or(BypassReason::NoPolicy);
+                self.cache().record(Event::Bypass);
+                tracing::debug!(path = res.request().path(), %reason, "cache bypass");
+                let mut res = res.map_into_boxed_body();
+                res.headers_mut().remove(h::CACHE_TAG);
+                mark(res.headers_mut(), Outcome::Bypass(reason), None);
+                return Ok(res);
+            }
+        };
+
+        let (http_req, response) = res.into_parts();
+        let (head, body) = response.into_parts();
+        let body = match actix_web::body::to_bytes_limited(body, limit).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err.into(), "response body failed");
+                return Err(actix_web::error::ErrorInternalServerError("response body failed"));
+            }
+            Err(_) => {
+                // The body lied about its size; never store what we could not read whole.
+                tracing::warn!("response body longer than announced");
+                return Err(actix_web::error::ErrorInternalServerError("response body failed"));
+            }
+        };
+        let key = variant_key(&primary, policy.policy.vary_headers(), http_req.headers());
+        let entry = build_entry(&key, &head, body, &policy, born);
+        let stored = if key.as_bytes().len() > self.config.max_key_bytes {
+            None
+        } else {
+            self.cache().store(&primary, &key, entry.clone()).await
+        };
+        let outcome = Outcome::Miss { stored: stored.is_some(), vary_known };
+        if let (Some(leader), Some(stored)) = (leader, stored.clone()) {
+            leader.complete(stored);
+        }
+        tracing::debug!(path = http_req.path(), stored = stored.is_some(), "cache miss");
+        let entry = stored.unwrap_or_else(|| Arc::new(entry));
+        let response = render(http_req.headers(), &entry, outcome);
+        Ok(ServiceResponse::new(http_req, response))
+    }
+
+    fn primary_key(&self, req: &ServiceRequest) -> Option<PrimaryKey> {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .map(HeaderValue::as_bytes)
+            .or_else(|| req.uri().authority().map(|a| a.as_str().as_bytes()))
+            .unwrap_or_default();
+        let path = req.uri().path().as_bytes();
+        let query = req.uri().query().unwrap_or_default().as_bytes();
+        if host.len() + path.len() + query.len() > self.config.max_key_bytes {
+            return None;
+        }
+        Some(self.cache().primary_key(host, path, query))
+    }
+
+    fn default_policy(&self, path: &str) -> Option<ResolvedPolicy> {
+        let ttl = self.config.default_ttl?;
+        let covered = |prefix: &String| {
+            let prefix = prefix.trim_end_matches('/');
+            path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/')) || prefix.is_empty()
+        };
+        if self.config.exclude.iter().any(covered) {
+            return None;
+        }
+        if !self.config.include.is_empty() && !self.config.include.iter().any(covered) {
+            return None;
+        }
+        Some(ResolvedPolicy { policy: CachePolicy::new(ttl), tags: Vec::new() })
+    }
+}
+
+/// The key of the variant of `primary` that a request with `headers` selects under `vary`.
+fn variant_key(primary: &PrimaryKey, vary: &[String], headers: &HeaderMap) -> CacheKey {
+    if vary.is_empty() {
+        return primary.cache_key();
+    }
+    vary.iter()
+        .fold(primary.variant(), |key, name| key.header(name, headers.get_all(name.as_str()).map(HeaderValue::as_bytes)))
+        .finish()
+}
+
+/// Whether `entry` may answer a request with `headers`: one with `Authorization` only when the
+/// policy shared such responses (public, or varied on it, so the key already separates users).
+fn servable(entry: &Entry, headers: &HeaderMap) -> bool {
+    entry.shares_authorized || !headers.contains_key(header::AUTHORIZATION)
+}
+
+/// Whether a fill by another request may answer this one: same variant, and servable.
+fn matches_request(entry: &Entry, primary: &PrimaryKey, headers: &HeaderMap) -> bool {
+    *entry.key == *variant_key(primary, &entry.vary, headers).as_bytes() && servable(entry, headers)
+}
+
+fn client_says_no_cache(headers: &HeaderMap) -> bool {
+    h::has_directive(headers, &header::CACHE_CONTROL, "no-cache")
+        || h::has_directive(headers, &header::CACHE_CONTROL, "max-age")
+            && headers.get_all(header::CACHE_CONTROL).any(|v| v.as_bytes().windows(9).any(|w| w == b"max-age=0"))
+        || h::has_directive(headers, &header::PRAGMA, "no-cache")
+}
+
+/// Every "never stored" rule of DESIGN.md, in order. `Ok` carries the most bytes to read.
+fn storable<B: MessageBody>(res: &ServiceResponse<B>, policy: &CachePolicy, has_auth: bool, max_body: usize) -> Result<usize, BypassReason> {
+    let headers = res.headers();
+    if !policy.stores_status(res.status().as_u16()) {
+        return Err(BypassReason::Status);
+    }
+    if headers.contains_key(header::SET_COOKIE) {
+        return Err(BypassReason::SetCookie);
+    }
+    if h::has_directive(headers, &header::CACHE_CONTROL, "no-store") {
+        return Err(BypassReason::NoStore);
+    }
+    if h::has_directive(headers, &header::CACHE_CONTROL, "private") {
+        return Err(BypassReason::Private);
+    }
+    if has_auth && !policy.shares_authorized() {
+        return Err(BypassReason::Authorization);
+    }
+    match res.response().body().size() {
+        BodySize::None => Ok(0),
+        BodySize::Sized(n) if n > max_body as u64 => Err(BypassReason::BodyTooLarge),
+        BodySize::Sized(n) => Ok(n as usize),
+        BodySize::Stream => Err(BypassReason::StreamingBody),
+    }
+}
+
+/// The entry for a response: headers minus the ones never replayed, tags from the policy and
+/// the `cache-tag` header, the handler's `etag` or a strong hash of the body.
+fn build_entry(key: &CacheKey, head: &HttpResponse<()>, body: Bytes, policy: &ResolvedPolicy, born: u64) -> Entry {
+    let now = cache_core::time::now_ms();
+    let p = &policy.policy;
+    let headers: Vec<(String, Bytes)> = head
+        .headers()
+        .iter()
+        .filter(|(name, _)| !h::NOT_STORED.contains(&name.as_str()))
+        .map(|(name, value)| (name.as_str().to_owned(), Bytes::copy_from_slice(value.as_bytes())))
+        .collect();
+    let mut tags = policy.tags.clone();
+    for value in head.headers().get_all(h::CACHE_TAG).filter_map(|v| v.to_str().ok()) {
+        tags.extend(value.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned));
+    }
+    let etag = head
+        .headers()
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.starts_with('"') || v.starts_with("W/\""))
+        .map(str::to_owned)
+        .unwrap_or_else(|| strong_etag(&body));
+    let mut entry = Entry::new(key.bytes(), head.status().as_u16(), headers, body, now, now.saturating_add(p.ttl().as_millis() as u64));
+    entry.etag = etag;
+    entry.stale_while_revalidate_ms = p.stale_while_revalidate_window().as_millis() as u64;
+    entry.stale_if_error_ms = p.stale_if_error_window().as_millis() as u64;
+    entry.tags = tags;
+    entry.born = born;
+    entry.vary = Arc::from(p.vary_headers());
+    entry.visibility = p.visibility_kind();
+    entry.max_age_secs = p.client_max_age().map(|d| d.as_secs());
+    entry.shares_authorized = p.shares_authorized();
+    entry
+}
+
+/// Answers `req` from `entry`.
+fn answer(req: ServiceRequest, entry: &Entry, outcome: Outcome) -> ServiceResponse<BoxBody> {
+    let response = render(req.headers(), entry, outcome);
+    req.into_response(response)
+}
+
+/// The response a client sees for `entry`: stored status, headers and body (or a 304 when its
+/// `If-None-Match` matches), plus `etag`, `age`, `cache-control`, `expires`, `vary`, `x-cache`
+/// and `cache-status`. HEAD bodies are dropped by actix itself.
+fn render(request: &HeaderMap, entry: &Entry, outcome: Outcome) -> HttpResponse<BoxBody> {
+    let now = cache_core::time::now_ms();
+    let not_modified = h::if_none_match(request, &entry.etag);
+    let status = if not_modified {
+        StatusCode::NOT_MODIFIED
+    } else {
+        StatusCode::from_u16(entry.status).unwrap_or(StatusCode::OK)
+    };
+    let mut res = HttpResponse::with_body(status, BoxBody::new(()));
+    let headers = res.headers_mut();
+    if !not_modified {
+        for (name, value) in &entry.headers {
+            // Values came from valid headers; a store that hands back garbage loses that header only.
+            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_maybe_shared(value.clone())) {
+                headers.append(name, value);
+            }
+        }
+    }
+    if let Ok(etag) = HeaderValue::from_str(&entry.etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    if !matches!(outcome, Outcome::Miss { .. }) {
+        headers.insert(header::AGE, h::age(entry, now));
+    }
+    let (cache_control, max_age) = h::cache_control(entry, now);
+    headers.insert(header::CACHE_CONTROL, cache_control);
+    if let Some(expires) = h::expires(max_age) {
+        headers.insert(header::EXPIRES, expires);
+    }
+    if !entry.vary.is_empty() {
+        if let Ok(vary) = HeaderValue::from_str(&entry.vary.join(", ")) {
+            headers.insert(header::VARY, vary);
+        }
+    }
+    mark(headers, outcome, Some((entry, now)));
+    if not_modified {
+        res
+    } else {
+        res.set_body(BoxBody::new(entry.body.clone()))
+    }
+}
+
+fn mark(headers: &mut HeaderMap, outcome: Outcome, entry: Option<(&Entry, u64)>) {
+    headers.insert(h::X_CACHE, outcome.x_cache());
+    let now = entry.map_or(0, |(_, now)| now);
+    headers.insert(h::CACHE_STATUS, outcome.cache_status(entry.map(|(e, _)| e), now));
+}

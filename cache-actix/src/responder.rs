@@ -1,0 +1,77 @@
+//! [`Cached<R>`]: a responder that carries a [`CachePolicy`] to `CacheMiddleware`.
+//!
+//! What must stay true: the policy travels in the response's extensions, never in a header, so
+//! nothing of it reaches the client unless the middleware decides so; tag templates are filled
+//! from the route's match info here, where the request is at hand.
+
+use actix_web::{body::BoxBody, HttpRequest, HttpResponse, Responder};
+use cache_core::CachePolicy;
+
+/// The policy of one response, tags filled in; read by the middleware from the extensions.
+#[derive(Debug, Clone)]
+pub(crate) struct ResolvedPolicy {
+    pub(crate) policy: CachePolicy,
+    pub(crate) tags: Vec<String>,
+}
+
+/// A response with a cache policy. `#[cached(...)]` wraps handler results in it; write it by
+/// hand to choose the policy at run time or to add tags known only after the handler ran.
+///
+/// ```
+/// use std::time::Duration;
+/// use actix_web::{web, HttpResponse};
+/// use cache_actix::{Cached, CachePolicy};
+///
+/// async fn profile(user: web::Path<u32>) -> Cached<HttpResponse> {
+///     let policy = CachePolicy::new(Duration::from_secs(60)).tag("profiles");
+///     Cached::new(HttpResponse::Ok().body("..."), policy).tag(format!("user:{user}"))
+/// }
+/// let app = actix_web::App::new().route("/users/{id}", web::get().to(profile));
+/// ```
+#[derive(Debug)]
+pub struct Cached<R> {
+    inner: R,
+    policy: CachePolicy,
+    tags: Vec<String>,
+}
+
+impl<R> Cached<R> {
+    /// Wraps a responder with a policy.
+    pub fn new(inner: R, policy: CachePolicy) -> Cached<R> {
+        Cached { inner, policy, tags: Vec::new() }
+    }
+
+    /// Adds a tag known at run time (taken as is: no `{name}` filling).
+    pub fn tag(mut self, tag: impl Into<String>) -> Cached<R> {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &CachePolicy {
+        &self.policy
+    }
+
+    /// The wrapped responder.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+}
+
+impl<R: Responder> Responder for Cached<R> {
+    type Body = BoxBody;
+
+    fn respond_to(self, req: &HttpRequest) -> HttpResponse<BoxBody> {
+        let mut res = self.inner.respond_to(req).map_into_boxed_body();
+        let info = req.match_info();
+        let mut tags: Vec<String> = self
+            .policy
+            .tag_templates()
+            .iter()
+            .map(|t| t.render(|name| info.get(name).map(str::to_owned)))
+            .collect();
+        tags.extend(self.tags);
+        res.extensions_mut().insert(ResolvedPolicy { policy: self.policy, tags });
+        res
+    }
+}
