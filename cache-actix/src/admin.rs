@@ -34,7 +34,10 @@ struct AdminState {
 /// }
 /// ```
 pub fn scope(path: &str, cache: Cache, token: impl Into<String>) -> Scope {
-    let state = AdminState { cache, token: token.into() };
+    let state = AdminState {
+        cache,
+        token: token.into(),
+    };
     web::scope(path)
         .app_data(web::Data::new(state))
         .route("/stats", web::get().to(stats))
@@ -53,7 +56,9 @@ fn authorized(req: &HttpRequest, state: &AdminState) -> bool {
 }
 
 fn refused() -> HttpResponse {
-    HttpResponse::Unauthorized().insert_header((header::WWW_AUTHENTICATE, "Bearer")).finish()
+    HttpResponse::Unauthorized()
+        .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+        .finish()
 }
 
 fn result(outcome: Result<(), cache_core::CacheError>) -> HttpResponse {
@@ -61,7 +66,8 @@ fn result(outcome: Result<(), cache_core::CacheError>) -> HttpResponse {
         Ok(()) => HttpResponse::Ok().json(json!({ "ok": true })),
         Err(err) => {
             tracing::warn!(error = %err, "admin purge failed");
-            HttpResponse::BadGateway().json(json!({ "ok": false, "error": "cache backend unavailable" }))
+            HttpResponse::BadGateway()
+                .json(json!({ "ok": false, "error": "cache backend unavailable" }))
         }
     }
 }
@@ -73,7 +79,11 @@ async fn stats(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
     HttpResponse::Ok().json(stats_json(&state.cache.stats()))
 }
 
-async fn purge_tag(req: HttpRequest, tag: web::Path<String>, state: web::Data<AdminState>) -> HttpResponse {
+async fn purge_tag(
+    req: HttpRequest,
+    tag: web::Path<String>,
+    state: web::Data<AdminState>,
+) -> HttpResponse {
     if !authorized(&req, &state) {
         return refused();
     }
@@ -86,12 +96,18 @@ struct UrlBody {
     path: String,
 }
 
-async fn purge_url(req: HttpRequest, body: web::Json<UrlBody>, state: web::Data<AdminState>) -> HttpResponse {
+async fn purge_url(
+    req: HttpRequest,
+    body: web::Json<UrlBody>,
+    state: web::Data<AdminState>,
+) -> HttpResponse {
     if !authorized(&req, &state) {
         return refused();
     }
     let (path, query) = body.path.split_once('?').unwrap_or((&body.path, ""));
-    let primary = state.cache.primary_key(body.host.as_bytes(), path.as_bytes(), query.as_bytes());
+    let primary = state
+        .cache
+        .primary_key(body.host.as_bytes(), path.as_bytes(), query.as_bytes());
     result(state.cache.purge_url(&primary).await)
 }
 

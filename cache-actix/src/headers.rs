@@ -25,9 +25,24 @@ const CACHE_NAME: &str = "cache-actix";
 /// Headers never stored or replayed: hop-by-hop ones (RFC 9110 section 7.6.1), the ones we
 /// compute per answer, and `cache-tag`, which is ours.
 pub(crate) const NOT_STORED: &[&str] = &[
-    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
-    "proxy-authenticate", "proxy-authorization", "date", "age", "expires", "cache-control", "etag",
-    "x-cache", "cache-status", "cache-tag", "set-cookie",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "date",
+    "age",
+    "expires",
+    "cache-control",
+    "etag",
+    "x-cache",
+    "cache-status",
+    "cache-tag",
+    "set-cookie",
 ];
 
 /// How an answer came about; rendered into `x-cache` and `cache-status`.
@@ -62,9 +77,15 @@ impl Outcome {
         let ttl = entry.map(|e| (e.fresh_until_ms as i128 - now_ms as i128).div_euclid(1000));
         let text = match (self, ttl) {
             (Outcome::Hit, Some(ttl)) => format!("{CACHE_NAME}; hit; ttl={ttl}"),
-            (Outcome::Collapsed, Some(ttl)) => format!("{CACHE_NAME}; hit; ttl={ttl}; detail=collapsed"),
-            (Outcome::StaleRevalidate, Some(ttl)) => format!("{CACHE_NAME}; hit; ttl={ttl}; fwd=stale; detail=stale-while-revalidate"),
-            (Outcome::StaleIfError, Some(ttl)) => format!("{CACHE_NAME}; hit; ttl={ttl}; detail=stale-if-error"),
+            (Outcome::Collapsed, Some(ttl)) => {
+                format!("{CACHE_NAME}; hit; ttl={ttl}; detail=collapsed")
+            }
+            (Outcome::StaleRevalidate, Some(ttl)) => {
+                format!("{CACHE_NAME}; hit; ttl={ttl}; fwd=stale; detail=stale-while-revalidate")
+            }
+            (Outcome::StaleIfError, Some(ttl)) => {
+                format!("{CACHE_NAME}; hit; ttl={ttl}; detail=stale-if-error")
+            }
             (Outcome::Miss { stored, vary_known }, ttl) => {
                 let fwd = if vary_known { "vary-miss" } else { "uri-miss" };
                 match (stored, ttl) {
@@ -72,7 +93,9 @@ impl Outcome {
                     _ => format!("{CACHE_NAME}; fwd={fwd}"),
                 }
             }
-            (Outcome::Bypass(reason), _) => format!("{CACHE_NAME}; fwd=bypass; detail={}", reason.as_str()),
+            (Outcome::Bypass(reason), _) => {
+                format!("{CACHE_NAME}; fwd=bypass; detail={}", reason.as_str())
+            }
             (_, None) => format!("{CACHE_NAME}; fwd=miss"),
         };
         HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(CACHE_NAME))
@@ -82,12 +105,15 @@ impl Outcome {
 /// Whether a `Cache-Control`-style header list carries `directive` (case-insensitive, with or
 /// without a value). Non-UTF-8 values read as absent.
 pub(crate) fn has_directive(headers: &HeaderMap, name: &HeaderName, directive: &str) -> bool {
-    headers.get_all(name).filter_map(|v| v.to_str().ok()).any(|value| {
-        value.split(',').any(|item| {
-            let token = item.split('=').next().unwrap_or("").trim();
-            token.eq_ignore_ascii_case(directive)
+    headers
+        .get_all(name)
+        .filter_map(|v| v.to_str().ok())
+        .any(|value| {
+            value.split(',').any(|item| {
+                let token = item.split('=').next().unwrap_or("").trim();
+                token.eq_ignore_ascii_case(directive)
+            })
         })
-    })
 }
 
 /// Whether `If-None-Match` matches `etag` by weak comparison (RFC 9110 section 13.1.2): `*`, a
@@ -115,14 +141,19 @@ pub(crate) fn cache_control(entry: &Entry, now_ms: u64) -> (HeaderValue, u64) {
     let max_age = if now_ms >= entry.fresh_until_ms {
         0
     } else {
-        entry.max_age_secs.unwrap_or_else(|| entry.ttl_left_secs(now_ms))
+        entry
+            .max_age_secs
+            .unwrap_or_else(|| entry.ttl_left_secs(now_ms))
     };
     let text = match entry.visibility {
         Visibility::Public => format!("public, max-age={max_age}"),
         Visibility::Private => format!("private, max-age={max_age}"),
         Visibility::Unspecified => format!("max-age={max_age}"),
     };
-    (HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("no-cache")), max_age)
+    (
+        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("no-cache")),
+        max_age,
+    )
 }
 
 /// `expires` matching a `max-age` counted from now.
@@ -154,20 +185,41 @@ mod tests {
     #[test]
     fn if_none_match_handles_lists_weak_star_and_garbage() {
         let etag = "\"abc\"";
-        assert!(if_none_match(&with(IF_NONE_MATCH, &[b"\"x\", \"abc\""]), etag));
+        assert!(if_none_match(
+            &with(IF_NONE_MATCH, &[b"\"x\", \"abc\""]),
+            etag
+        ));
         assert!(if_none_match(&with(IF_NONE_MATCH, &[b"W/\"abc\""]), etag));
         assert!(if_none_match(&with(IF_NONE_MATCH, &[b"*"]), etag));
-        assert!(if_none_match(&with(IF_NONE_MATCH, &[b"\"x\"", b"\"abc\""]), etag));
+        assert!(if_none_match(
+            &with(IF_NONE_MATCH, &[b"\"x\"", b"\"abc\""]),
+            etag
+        ));
         assert!(!if_none_match(&with(IF_NONE_MATCH, &[b"abc"]), etag));
-        assert!(!if_none_match(&with(IF_NONE_MATCH, &[b"\"ab", b"\xff\xfe"]), etag));
+        assert!(!if_none_match(
+            &with(IF_NONE_MATCH, &[b"\"ab", b"\xff\xfe"]),
+            etag
+        ));
         assert!(!if_none_match(&HeaderMap::new(), etag));
     }
 
     #[test]
     fn directives_are_case_insensitive_tokens() {
         let cc = actix_web::http::header::CACHE_CONTROL;
-        assert!(has_directive(&with(cc.clone(), &[b"max-age=0, No-Store"]), &cc, "no-store"));
-        assert!(!has_directive(&with(cc.clone(), &[b"no-storex"]), &cc, "no-store"));
-        assert!(has_directive(&with(cc.clone(), &[b"private=\"set-cookie\""]), &cc, "private"));
+        assert!(has_directive(
+            &with(cc.clone(), &[b"max-age=0, No-Store"]),
+            &cc,
+            "no-store"
+        ));
+        assert!(!has_directive(
+            &with(cc.clone(), &[b"no-storex"]),
+            &cc,
+            "no-store"
+        ));
+        assert!(has_directive(
+            &with(cc.clone(), &[b"private=\"set-cookie\""]),
+            &cc,
+            "private"
+        ));
     }
 }

@@ -12,10 +12,10 @@
 //!   entry is served to a request with `Authorization` only if the policy allowed that;
 //! - bodies that are streamed or larger than `max_body_bytes` are passed through untouched.
 
+use std::collections::HashSet;
 use std::future::{ready, Ready};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use std::collections::HashSet;
 use std::time::Duration;
 
 use actix_service::{Service, Transform};
@@ -29,7 +29,10 @@ use actix_web::{
     Error, HttpMessage, HttpResponse,
 };
 use bytes::Bytes;
-use cache_core::{entry::strong_etag, flight::Join, Cache, CacheKey, CachePolicy, Entry, Event, Lookup, PrimaryKey};
+use cache_core::{
+    entry::strong_etag, flight::Join, Cache, CacheKey, CachePolicy, Entry, Event, Lookup,
+    PrimaryKey,
+};
 use futures_util::future::LocalBoxFuture;
 
 use crate::bypass::BypassReason;
@@ -106,7 +109,9 @@ impl CacheMiddleware {
     fn edit(mut self, f: impl FnOnce(&mut Config)) -> Self {
         match Arc::get_mut(&mut self.config) {
             Some(config) => f(config),
-            None => tracing::warn!("CacheMiddleware configured after it was cloned; setting ignored"),
+            None => {
+                tracing::warn!("CacheMiddleware configured after it was cloned; setting ignored")
+            }
         }
         self
     }
@@ -164,7 +169,10 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(CacheService { service: Rc::new(service), config: self.config.clone() }))
+        ready(Ok(CacheService {
+            service: Rc::new(service),
+            config: self.config.clone(),
+        }))
     }
 }
 
@@ -186,7 +194,10 @@ where
     actix_service::forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let flow = Flow { service: self.service.clone(), config: self.config.clone() };
+        let flow = Flow {
+            service: self.service.clone(),
+            config: self.config.clone(),
+        };
         Box::pin(flow.run(req))
     }
 }
@@ -214,11 +225,17 @@ where
         let Some(primary) = self.primary_key(&req) else {
             return self.bypass_request(req, BypassReason::KeyTooLarge).await;
         };
-        let client_no_cache = self.config.honor_client_no_cache && client_says_no_cache(req.headers());
+        let client_no_cache =
+            self.config.honor_client_no_cache && client_says_no_cache(req.headers());
         let lookup = if client_no_cache {
-            Lookup::Miss { stale_if_error: None, vary: None }
+            Lookup::Miss {
+                stale_if_error: None,
+                vary: None,
+            }
         } else {
-            self.cache().lookup(&primary, |vary| variant_key(&primary, vary, req.headers())).await
+            self.cache()
+                .lookup(&primary, |vary| variant_key(&primary, vary, req.headers()))
+                .await
         };
         match lookup {
             Lookup::Fresh(entry) if servable(&entry, req.headers()) => {
@@ -226,12 +243,17 @@ where
                 tracing::debug!(path = req.path(), "cache hit");
                 Ok(answer(req, &entry, Outcome::Hit))
             }
-            Lookup::Stale(entry) if servable(&entry, req.headers()) => self.stale(req, primary, entry).await,
+            Lookup::Stale(entry) if servable(&entry, req.headers()) => {
+                self.stale(req, primary, entry).await
+            }
             Lookup::Fresh(entry) | Lookup::Stale(entry) => {
                 let vary = Some(entry.vary.clone());
                 self.fill(req, primary, vary, None).await
             }
-            Lookup::Miss { stale_if_error, vary } => {
+            Lookup::Miss {
+                stale_if_error,
+                vary,
+            } => {
                 let stale = stale_if_error.filter(|e| servable(e, req.headers()));
                 self.fill(req, primary, vary, stale).await
             }
@@ -240,9 +262,20 @@ where
 
     /// POST, PUT, PATCH, DELETE (and anything else that is not GET/HEAD): run the handler; if it
     /// succeeded and the method is unsafe, drop every stored variant of the URL (RFC 9111 4.4).
-    async fn pass_unsafe(self, req: ServiceRequest, method: Method) -> Result<ServiceResponse<BoxBody>, Error> {
-        let unsafe_method = matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
-        let primary = if unsafe_method { self.primary_key(&req) } else { None };
+    async fn pass_unsafe(
+        self,
+        req: ServiceRequest,
+        method: Method,
+    ) -> Result<ServiceResponse<BoxBody>, Error> {
+        let unsafe_method = matches!(
+            method,
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        );
+        let primary = if unsafe_method {
+            self.primary_key(&req)
+        } else {
+            None
+        };
         let mut res = self.service.call(req).await?.map_into_boxed_body();
         let status = res.status();
         if let Some(primary) = primary.filter(|_| status.is_success() || status.is_redirection()) {
@@ -251,11 +284,19 @@ where
                 tracing::warn!(error = %err, "could not purge the URL after an unsafe request");
             }
         }
-        mark(res.headers_mut(), Outcome::Bypass(BypassReason::Method), None);
+        mark(
+            res.headers_mut(),
+            Outcome::Bypass(BypassReason::Method),
+            None,
+        );
         Ok(res)
     }
 
-    async fn bypass_request(self, req: ServiceRequest, reason: BypassReason) -> Result<ServiceResponse<BoxBody>, Error> {
+    async fn bypass_request(
+        self,
+        req: ServiceRequest,
+        reason: BypassReason,
+    ) -> Result<ServiceResponse<BoxBody>, Error> {
         self.cache().record(Event::Bypass);
         tracing::debug!(path = req.path(), %reason, "cache bypass");
         let mut res = self.service.call(req).await?.map_into_boxed_body();
@@ -266,10 +307,19 @@ where
 
     /// A stale entry inside its revalidate window: answer it at once, and let the next request
     /// that finds it stale refresh it while the others keep getting the stale copy.
-    async fn stale(self, req: ServiceRequest, primary: PrimaryKey, entry: Arc<Entry>) -> Result<ServiceResponse<BoxBody>, Error> {
+    async fn stale(
+        self,
+        req: ServiceRequest,
+        primary: PrimaryKey,
+        entry: Arc<Entry>,
+    ) -> Result<ServiceResponse<BoxBody>, Error> {
         let flight = variant_key(&primary, &entry.vary, req.headers()).hash();
         let refresh_now = {
-            let mut due = self.config.refresh_due.lock().unwrap_or_else(|p| p.into_inner());
+            let mut due = self
+                .config
+                .refresh_due
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if due.len() > 100_000 {
                 // Keys seen stale once and never again; forgetting them only delays a refresh.
                 due.clear();
@@ -303,10 +353,14 @@ where
         let leader = match self.cache().flights().join(flight) {
             Join::Leader(leader) => Some(leader),
             Join::Waiter(waiter) => {
-                let shared = tokio::time::timeout(self.config.lock_timeout, waiter.wait()).await.ok().flatten();
+                let shared = tokio::time::timeout(self.config.lock_timeout, waiter.wait())
+                    .await
+                    .ok()
+                    .flatten();
                 // Re-check the clocks: an invalidation may have resolved after the leader stored.
                 let shared = shared.filter(|e| self.cache().is_valid(e));
-                if let Some(entry) = shared.filter(|e| matches_request(e, &primary, req.headers())) {
+                if let Some(entry) = shared.filter(|e| matches_request(e, &primary, req.headers()))
+                {
                     self.cache().record(Event::Hit);
                     return Ok(answer(req, &entry, Outcome::Collapsed));
                 }
@@ -357,12 +411,16 @@ where
             Ok(Ok(bytes)) => bytes,
             Ok(Err(err)) => {
                 tracing::warn!(error = %err.into(), "response body failed");
-                return Err(actix_web::error::ErrorInternalServerError("response body failed"));
+                return Err(actix_web::error::ErrorInternalServerError(
+                    "response body failed",
+                ));
             }
             Err(_) => {
                 // The body lied about its size; never store what we could not read whole.
                 tracing::warn!("response body longer than announced");
-                return Err(actix_web::error::ErrorInternalServerError("response body failed"));
+                return Err(actix_web::error::ErrorInternalServerError(
+                    "response body failed",
+                ));
             }
         };
         let key = variant_key(&primary, policy.policy.vary_headers(), http_req.headers());
@@ -372,11 +430,18 @@ where
         } else {
             self.cache().store(&primary, &key, entry.clone()).await
         };
-        let outcome = Outcome::Miss { stored: stored.is_some(), vary_known };
+        let outcome = Outcome::Miss {
+            stored: stored.is_some(),
+            vary_known,
+        };
         if let (Some(leader), Some(stored)) = (leader, stored.clone()) {
             leader.complete(stored);
         }
-        tracing::debug!(path = http_req.path(), stored = stored.is_some(), "cache miss");
+        tracing::debug!(
+            path = http_req.path(),
+            stored = stored.is_some(),
+            "cache miss"
+        );
         let entry = stored.unwrap_or_else(|| Arc::new(entry));
         let response = render(http_req.headers(), &entry, outcome);
         Ok(ServiceResponse::new(http_req, response))
@@ -401,7 +466,11 @@ where
         let ttl = self.config.default_ttl?;
         let covered = |prefix: &String| {
             let prefix = prefix.trim_end_matches('/');
-            path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/')) || prefix.is_empty()
+            path == prefix
+                || path
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with('/'))
+                || prefix.is_empty()
         };
         if self.config.exclude.iter().any(covered) {
             return None;
@@ -409,7 +478,10 @@ where
         if !self.config.include.is_empty() && !self.config.include.iter().any(covered) {
             return None;
         }
-        Some(ResolvedPolicy { policy: CachePolicy::new(ttl), tags: Vec::new() })
+        Some(ResolvedPolicy {
+            policy: CachePolicy::new(ttl),
+            tags: Vec::new(),
+        })
     }
 }
 
@@ -419,7 +491,12 @@ fn variant_key(primary: &PrimaryKey, vary: &[String], headers: &HeaderMap) -> Ca
         return primary.cache_key();
     }
     vary.iter()
-        .fold(primary.variant(), |key, name| key.header(name, headers.get_all(name.as_str()).map(HeaderValue::as_bytes)))
+        .fold(primary.variant(), |key, name| {
+            key.header(
+                name,
+                headers.get_all(name.as_str()).map(HeaderValue::as_bytes),
+            )
+        })
         .finish()
 }
 
@@ -437,12 +514,19 @@ fn matches_request(entry: &Entry, primary: &PrimaryKey, headers: &HeaderMap) -> 
 fn client_says_no_cache(headers: &HeaderMap) -> bool {
     h::has_directive(headers, &header::CACHE_CONTROL, "no-cache")
         || h::has_directive(headers, &header::CACHE_CONTROL, "max-age")
-            && headers.get_all(header::CACHE_CONTROL).any(|v| v.as_bytes().windows(9).any(|w| w == b"max-age=0"))
+            && headers
+                .get_all(header::CACHE_CONTROL)
+                .any(|v| v.as_bytes().windows(9).any(|w| w == b"max-age=0"))
         || h::has_directive(headers, &header::PRAGMA, "no-cache")
 }
 
 /// Every "never stored" rule of DESIGN.md, in order. `Ok` carries the most bytes to read.
-fn storable<B: MessageBody>(res: &ServiceResponse<B>, policy: &CachePolicy, has_auth: bool, max_body: usize) -> Result<usize, BypassReason> {
+fn storable<B: MessageBody>(
+    res: &ServiceResponse<B>,
+    policy: &CachePolicy,
+    has_auth: bool,
+    max_body: usize,
+) -> Result<usize, BypassReason> {
     let headers = res.headers();
     if !policy.stores_status(res.status().as_u16()) {
         return Err(BypassReason::Status);
@@ -469,18 +553,39 @@ fn storable<B: MessageBody>(res: &ServiceResponse<B>, policy: &CachePolicy, has_
 
 /// The entry for a response: headers minus the ones never replayed, tags from the policy and
 /// the `cache-tag` header, the handler's `etag` or a strong hash of the body.
-fn build_entry(key: &CacheKey, head: &HttpResponse<()>, body: Bytes, policy: &ResolvedPolicy, born: u64) -> Entry {
+fn build_entry(
+    key: &CacheKey,
+    head: &HttpResponse<()>,
+    body: Bytes,
+    policy: &ResolvedPolicy,
+    born: u64,
+) -> Entry {
     let now = cache_core::time::now_ms();
     let p = &policy.policy;
     let headers: Vec<(String, Bytes)> = head
         .headers()
         .iter()
         .filter(|(name, _)| !h::NOT_STORED.contains(&name.as_str()))
-        .map(|(name, value)| (name.as_str().to_owned(), Bytes::copy_from_slice(value.as_bytes())))
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                Bytes::copy_from_slice(value.as_bytes()),
+            )
+        })
         .collect();
     let mut tags = policy.tags.clone();
-    for value in head.headers().get_all(h::CACHE_TAG).filter_map(|v| v.to_str().ok()) {
-        tags.extend(value.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned));
+    for value in head
+        .headers()
+        .get_all(h::CACHE_TAG)
+        .filter_map(|v| v.to_str().ok())
+    {
+        tags.extend(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned),
+        );
     }
     let etag = head
         .headers()
@@ -489,7 +594,14 @@ fn build_entry(key: &CacheKey, head: &HttpResponse<()>, body: Bytes, policy: &Re
         .filter(|v| v.starts_with('"') || v.starts_with("W/\""))
         .map(str::to_owned)
         .unwrap_or_else(|| strong_etag(&body));
-    let mut entry = Entry::new(key.bytes(), head.status().as_u16(), headers, body, now, now.saturating_add(p.ttl().as_millis() as u64));
+    let mut entry = Entry::new(
+        key.bytes(),
+        head.status().as_u16(),
+        headers,
+        body,
+        now,
+        now.saturating_add(p.ttl().as_millis() as u64),
+    );
     entry.etag = etag;
     entry.stale_while_revalidate_ms = p.stale_while_revalidate_window().as_millis() as u64;
     entry.stale_if_error_ms = p.stale_if_error_window().as_millis() as u64;
@@ -524,7 +636,10 @@ fn render(request: &HeaderMap, entry: &Entry, outcome: Outcome) -> HttpResponse<
     if !not_modified {
         for (name, value) in &entry.headers {
             // Values came from valid headers; a store that hands back garbage loses that header only.
-            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_maybe_shared(value.clone())) {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_maybe_shared(value.clone()),
+            ) {
                 headers.append(name, value);
             }
         }
@@ -556,5 +671,8 @@ fn render(request: &HeaderMap, entry: &Entry, outcome: Outcome) -> HttpResponse<
 fn mark(headers: &mut HeaderMap, outcome: Outcome, entry: Option<(&Entry, u64)>) {
     headers.insert(h::X_CACHE, outcome.x_cache());
     let now = entry.map_or(0, |(_, now)| now);
-    headers.insert(h::CACHE_STATUS, outcome.cache_status(entry.map(|(e, _)| e), now));
+    headers.insert(
+        h::CACHE_STATUS,
+        outcome.cache_status(entry.map(|(e, _)| e), now),
+    );
 }

@@ -38,7 +38,11 @@ pub struct Cached<R> {
 impl<R> Cached<R> {
     /// Wraps a responder with a policy.
     pub fn new(inner: R, policy: CachePolicy) -> Cached<R> {
-        Cached { inner, policy, tags: Vec::new() }
+        Cached {
+            inner,
+            policy,
+            tags: Vec::new(),
+        }
     }
 
     /// Adds a tag known at run time (taken as is: no `{name}` filling).
@@ -71,7 +75,10 @@ impl<R: Responder> Responder for Cached<R> {
             .map(|t| t.render(|name| info.get(name).map(str::to_owned)))
             .collect();
         tags.extend(self.tags);
-        res.extensions_mut().insert(ResolvedPolicy { policy: self.policy, tags });
+        res.extensions_mut().insert(ResolvedPolicy {
+            policy: self.policy,
+            tags,
+        });
         res
     }
 }

@@ -4,7 +4,9 @@
 
 use std::future::{ready, Ready};
 
-use actix_web::{dev::Payload, http::StatusCode, web, FromRequest, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{
+    dev::Payload, http::StatusCode, web, FromRequest, HttpMessage, HttpRequest, HttpResponse,
+};
 
 use crate::{Cache, CacheError};
 

@@ -22,8 +22,12 @@ pub struct Server {
 
 /// A loopback listener on a free port and its base URL.
 pub fn listener() -> (TcpListener, String) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind loopback: {e}"));
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or_else(|e| panic!("local addr: {e}"));
+    let listener =
+        TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind loopback: {e}"));
+    let port = listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("local addr: {e}"));
     (listener, format!("http://127.0.0.1:{port}"))
 }
 

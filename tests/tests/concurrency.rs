@@ -21,7 +21,11 @@ fn get(path: &str) -> actix_http::Request {
 }
 
 fn x_cache<B>(res: &actix_web::dev::ServiceResponse<B>) -> String {
-    res.headers().get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+    res.headers()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }
 
 #[actix_web::test]
@@ -31,7 +35,11 @@ async fn an_invalidation_during_a_fill_keeps_the_old_result_out_of_the_cache() {
         read: Notify,
         release: Notify,
     }
-    let gate = Arc::new(Gate { db: std::sync::Mutex::new("old"), read: Notify::new(), release: Notify::new() });
+    let gate = Arc::new(Gate {
+        db: std::sync::Mutex::new("old"),
+        read: Notify::new(),
+        release: Notify::new(),
+    });
     let cache = Cache::memory();
     let g = gate.clone();
     let app = test::init_service(App::new().wrap(CacheMiddleware::new(cache.clone())).route(
@@ -59,10 +67,18 @@ async fn an_invalidation_during_a_fill_keeps_the_old_result_out_of_the_cache() {
     let (res, ()) = tokio::join!(app.call(get("/p")), writer);
     let res = res.unwrap();
     assert_eq!(x_cache(&res), "MISS");
-    assert_eq!(test::read_body(res).await, "old", "the in-flight request answers what it read");
+    assert_eq!(
+        test::read_body(res).await,
+        "old",
+        "the in-flight request answers what it read"
+    );
 
     let after = app.call(get("/p")).await.unwrap();
-    assert_eq!(x_cache(&after), "MISS", "the fill that overlapped the invalidation must not be served");
+    assert_eq!(
+        x_cache(&after),
+        "MISS",
+        "the fill that overlapped the invalidation must not be served"
+    );
     assert_eq!(test::read_body(after).await, "new");
     assert_eq!(x_cache(&app.call(get("/p")).await.unwrap()), "HIT");
 }
@@ -101,37 +117,73 @@ async fn two_hundred_fifty_six_cold_requests_run_the_handler_once() {
         let url = server.url("/slow");
         async move {
             let mut res = client.get(url).send().await.unwrap();
-            let x = res.headers().get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let x = res
+                .headers()
+                .get("x-cache")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
             (res.status().as_u16(), x, res.body().await.unwrap())
         }
     });
     let results = futures_util::future::join_all(requests).await;
-    assert!(results.iter().all(|(s, _, b)| *s == 200 && b == "expensive"));
+    assert!(results
+        .iter()
+        .all(|(s, _, b)| *s == 200 && b == "expensive"));
     assert_eq!(results.iter().filter(|(_, x, _)| x == "MISS").count(), 1);
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "the handler ran more than once");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the handler ran more than once"
+    );
 }
 
 #[actix_web::test]
 async fn waiters_with_other_vary_values_run_the_handler_themselves() {
-    let app = test::init_service(App::new().wrap(CacheMiddleware::new(Cache::memory())).route(
-        "/v",
-        web::get().to(|req: HttpRequest| async move {
-            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-            let who = req.headers().get("x-user").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-            Cached::new(HttpResponse::Ok().body(who), policy(60).vary("x-user"))
-        }),
-    ))
+    let app = test::init_service(
+        App::new()
+            .wrap(CacheMiddleware::new(Cache::memory()))
+            .route(
+                "/v",
+                web::get().to(|req: HttpRequest| async move {
+                    actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+                    let who = req
+                        .headers()
+                        .get("x-user")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    Cached::new(HttpResponse::Ok().body(who), policy(60).vary("x-user"))
+                }),
+            ),
+    )
     .await;
-    let req = |who: &str| test::TestRequest::get().uri("/v").insert_header(("x-user", who)).to_request();
-    let (a, b, a2) = tokio::join!(app.call(req("alice")), app.call(req("bob")), app.call(req("alice")));
+    let req = |who: &str| {
+        test::TestRequest::get()
+            .uri("/v")
+            .insert_header(("x-user", who))
+            .to_request()
+    };
+    let (a, b, a2) = tokio::join!(
+        app.call(req("alice")),
+        app.call(req("bob")),
+        app.call(req("alice"))
+    );
     let (a, b, a2) = (a.unwrap(), b.unwrap(), a2.unwrap());
-    assert_eq!(x_cache(&a2), "HIT", "a waiter with the same vary values shares the fill");
+    assert_eq!(
+        x_cache(&a2),
+        "HIT",
+        "a waiter with the same vary values shares the fill"
+    );
     assert_eq!(test::read_body(a).await, "alice");
     assert_eq!(test::read_body(b).await, "bob");
     assert_eq!(test::read_body(a2).await, "alice");
 }
 
-fn flaky_app_handler(calls: Arc<AtomicUsize>, first: &'static str) -> impl Fn() -> futures_util::future::LocalBoxFuture<'static, Cached<HttpResponse>> + Clone {
+fn flaky_app_handler(
+    calls: Arc<AtomicUsize>,
+    first: &'static str,
+) -> impl Fn() -> futures_util::future::LocalBoxFuture<'static, Cached<HttpResponse>> + Clone {
     move || {
         let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
         async move {
@@ -163,7 +215,10 @@ async fn a_leader_that_panics_or_is_cancelled_releases_its_waiters_at_once() {
             let call = AssertUnwindSafe(app.call(get("/f"))).catch_unwind();
             let outcome = tokio::time::timeout(Duration::from_millis(300), call).await;
             match how {
-                "panic" => assert!(matches!(outcome, Ok(Err(_))), "the leader should have panicked"),
+                "panic" => assert!(
+                    matches!(outcome, Ok(Err(_))),
+                    "the leader should have panicked"
+                ),
                 _ => assert!(outcome.is_err(), "the leader should have been cancelled"),
             }
         };
@@ -172,8 +227,15 @@ async fn a_leader_that_panics_or_is_cancelled_releases_its_waiters_at_once() {
             app.call(get("/f")).await.unwrap()
         };
         let ((), res) = tokio::join!(leader, waiter);
-        assert_eq!(test::read_body(res).await, "call 2", "{how}: the waiter must run the handler itself");
-        assert!(started.elapsed() < Duration::from_secs(5), "{how}: the waiter was held too long");
+        assert_eq!(
+            test::read_body(res).await,
+            "call 2",
+            "{how}: the waiter must run the handler itself"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{how}: the waiter was held too long"
+        );
     }
 }
 
@@ -181,22 +243,49 @@ async fn a_leader_that_panics_or_is_cancelled_releases_its_waiters_at_once() {
 async fn stale_while_revalidate_answers_stale_at_once_and_the_next_request_refreshes() {
     let version = Arc::new(AtomicU64::new(0));
     let v = version.clone();
-    let app = test::init_service(App::new().wrap(CacheMiddleware::new(Cache::memory())).route(
-        "/s",
-        web::get().to(move || {
-            let n = v.fetch_add(1, Ordering::SeqCst) + 1;
-            async move { Cached::new(HttpResponse::Ok().body(format!("v{n}")), policy(1).stale_while_revalidate(Duration::from_secs(30))) }
-        }),
-    ))
+    let app = test::init_service(
+        App::new()
+            .wrap(CacheMiddleware::new(Cache::memory()))
+            .route(
+                "/s",
+                web::get().to(move || {
+                    let n = v.fetch_add(1, Ordering::SeqCst) + 1;
+                    async move {
+                        Cached::new(
+                            HttpResponse::Ok().body(format!("v{n}")),
+                            policy(1).stale_while_revalidate(Duration::from_secs(30)),
+                        )
+                    }
+                }),
+            ),
+    )
     .await;
-    let body = |res: actix_web::dev::ServiceResponse| async move { (x_cache(&res), test::read_body(res).await) };
-    assert_eq!(body(app.call(get("/s")).await.unwrap()).await, ("MISS".to_string(), "v1".into()));
+    let body = |res: actix_web::dev::ServiceResponse| async move {
+        (x_cache(&res), test::read_body(res).await)
+    };
+    assert_eq!(
+        body(app.call(get("/s")).await.unwrap()).await,
+        ("MISS".to_string(), "v1".into())
+    );
     actix_web::rt::time::sleep(Duration::from_millis(1100)).await;
     let stale = app.call(get("/s")).await.unwrap();
-    assert_eq!(stale.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("max-age=0"));
+    assert_eq!(
+        stale
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("max-age=0")
+    );
     assert_eq!(body(stale).await, ("STALE".to_string(), "v1".into()));
-    assert_eq!(body(app.call(get("/s")).await.unwrap()).await, ("MISS".to_string(), "v2".into()), "the next request refreshes");
-    assert_eq!(body(app.call(get("/s")).await.unwrap()).await, ("HIT".to_string(), "v2".into()));
+    assert_eq!(
+        body(app.call(get("/s")).await.unwrap()).await,
+        ("MISS".to_string(), "v2".into()),
+        "the next request refreshes"
+    );
+    assert_eq!(
+        body(app.call(get("/s")).await.unwrap()).await,
+        ("HIT".to_string(), "v2".into())
+    );
     assert_eq!(version.load(Ordering::SeqCst), 2);
 }
 
@@ -210,13 +299,20 @@ async fn stale_if_error_answers_stale_when_the_handler_fails() {
         web::get().to(move || {
             let n = c.fetch_add(1, Ordering::SeqCst) + 1;
             async move {
-                let res = if n == 1 { HttpResponse::Ok().body("good") } else { HttpResponse::ServiceUnavailable().body("down") };
+                let res = if n == 1 {
+                    HttpResponse::Ok().body("good")
+                } else {
+                    HttpResponse::ServiceUnavailable().body("down")
+                };
                 Cached::new(res, policy(1).stale_if_error(Duration::from_secs(30)))
             }
         }),
     ))
     .await;
-    assert_eq!(test::read_body(app.call(get("/e")).await.unwrap()).await, "good");
+    assert_eq!(
+        test::read_body(app.call(get("/e")).await.unwrap()).await,
+        "good"
+    );
     actix_web::rt::time::sleep(Duration::from_millis(1100)).await;
     let res = app.call(get("/e")).await.unwrap();
     assert_eq!(res.status(), 200);

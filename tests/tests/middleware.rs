@@ -7,7 +7,9 @@ use std::time::Duration;
 use actix_web::{
     body::MessageBody,
     dev::{Service, ServiceResponse},
-    get, http::StatusCode, post, test, web, App, HttpRequest, HttpResponse, Responder,
+    get,
+    http::StatusCode,
+    post, test, web, App, HttpRequest, HttpResponse, Responder,
 };
 use bytes::Bytes;
 use cache_actix::{cached, Cache, CacheMiddleware, CachePolicy, Cached};
@@ -28,7 +30,9 @@ impl Calls {
 #[get("/products/{id}")]
 async fn product(id: web::Path<u32>, calls: web::Data<Calls>) -> impl Responder {
     let n = calls.bump();
-    HttpResponse::Ok().content_type("text/plain").body(format!("product {id} v{n}"))
+    HttpResponse::Ok()
+        .content_type("text/plain")
+        .body(format!("product {id} v{n}"))
 }
 
 #[post("/products/{id}")]
@@ -41,7 +45,10 @@ async fn update(id: web::Path<u32>, cache: Cache) -> actix_web::Result<&'static 
 #[get("/me")]
 async fn me(req: HttpRequest, calls: web::Data<Calls>) -> impl Responder {
     calls.bump();
-    let who = req.headers().get("authorization").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let who = req
+        .headers()
+        .get("authorization")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     format!("me: {}", who.unwrap_or_default())
 }
 
@@ -61,8 +68,13 @@ async fn plain(calls: web::Data<Calls>) -> impl Responder {
 async fn runtime_tagged(calls: web::Data<Calls>) -> Cached<HttpResponse> {
     let n = calls.bump();
     let policy = CachePolicy::new(Duration::from_secs(30));
-    Cached::new(HttpResponse::Ok().insert_header(("cache-tag", "from-header, other")).body(format!("tagged v{n}")), policy)
-        .tag("from-code")
+    Cached::new(
+        HttpResponse::Ok()
+            .insert_header(("cache-tag", "from-header, other"))
+            .body(format!("tagged v{n}")),
+        policy,
+    )
+    .tag("from-code")
 }
 
 fn app_with(
@@ -77,16 +89,19 @@ fn app_with(
         InitError = (),
     >,
 > {
-    App::new().app_data(web::Data::new(cache.clone())).app_data(web::Data::from(calls)).service(
-        web::scope("/api")
-            .wrap(CacheMiddleware::new(cache))
-            .service(product)
-            .service(update)
-            .service(me)
-            .service(public_page)
-            .service(plain)
-            .route("/tagged", web::get().to(runtime_tagged)),
-    )
+    App::new()
+        .app_data(web::Data::new(cache.clone()))
+        .app_data(web::Data::from(calls))
+        .service(
+            web::scope("/api")
+                .wrap(CacheMiddleware::new(cache))
+                .service(product)
+                .service(update)
+                .service(me)
+                .service(public_page)
+                .service(plain)
+                .route("/tagged", web::get().to(runtime_tagged)),
+        )
 }
 
 struct Reply {
@@ -97,7 +112,10 @@ struct Reply {
 
 impl Reply {
     fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
     fn x_cache(&self) -> &str {
         self.header("x-cache")
@@ -116,7 +134,11 @@ where
     let status = res.status();
     let headers = res.headers().clone();
     let body = test::read_body(res).await;
-    Reply { status, headers, body }
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn get(path: &str) -> test::TestRequest {
@@ -131,18 +153,33 @@ async fn miss_then_hit_with_age_etag_cache_control_and_cache_status() {
     assert_eq!(first.status, StatusCode::OK);
     assert_eq!(first.x_cache(), "MISS");
     assert_eq!(first.text(), "product 1 v1");
-    assert!(first.header("cache-status").contains("fwd=uri-miss; stored"), "{}", first.header("cache-status"));
+    assert!(
+        first
+            .header("cache-status")
+            .contains("fwd=uri-miss; stored"),
+        "{}",
+        first.header("cache-status")
+    );
     let second = send(&app, get("/api/products/1")).await;
     assert_eq!(second.x_cache(), "HIT");
     assert_eq!(second.text(), "product 1 v1");
     assert_eq!(second.header("content-type"), "text/plain");
     assert_eq!(second.header("age"), "0");
-    assert!(second.header("cache-status").starts_with("cache-actix; hit; ttl="));
-    assert!(second.header("cache-control").starts_with("max-age=") && second.header("cache-control") != "max-age=0");
+    assert!(second
+        .header("cache-status")
+        .starts_with("cache-actix; hit; ttl="));
+    assert!(
+        second.header("cache-control").starts_with("max-age=")
+            && second.header("cache-control") != "max-age=0"
+    );
     assert!(!second.header("expires").is_empty());
     let etag = second.header("etag");
     assert!(etag.starts_with('"') && etag.len() == 34, "{etag}");
-    assert_eq!(first.header("etag"), etag, "etag must be the same on MISS and HIT");
+    assert_eq!(
+        first.header("etag"),
+        etag,
+        "etag must be the same on MISS and HIT"
+    );
     assert_eq!(calls.get(), 1);
 }
 
@@ -160,15 +197,31 @@ async fn etag_is_a_stable_hash_of_the_body_across_caches() {
 #[actix_web::test]
 async fn if_none_match_gives_304_for_exact_list_weak_and_star_and_200_for_garbage() {
     let app = test::init_service(app_with(Cache::memory(), Arc::default())).await;
-    let etag = send(&app, get("/api/products/3")).await.header("etag").to_string();
-    for inm in [etag.clone(), format!("\"zzz\", {etag}"), format!("W/{etag}"), "*".to_string()] {
-        let r = send(&app, get("/api/products/3").insert_header(("if-none-match", inm.as_str()))).await;
+    let etag = send(&app, get("/api/products/3"))
+        .await
+        .header("etag")
+        .to_string();
+    for inm in [
+        etag.clone(),
+        format!("\"zzz\", {etag}"),
+        format!("W/{etag}"),
+        "*".to_string(),
+    ] {
+        let r = send(
+            &app,
+            get("/api/products/3").insert_header(("if-none-match", inm.as_str())),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::NOT_MODIFIED, "If-None-Match: {inm}");
         assert!(r.body.is_empty());
         assert_eq!(r.header("etag"), etag);
     }
     for bad in ["\"unterminated", "no-quotes", "\"other\"", ",,,", "W/"] {
-        let r = send(&app, get("/api/products/3").insert_header(("if-none-match", bad))).await;
+        let r = send(
+            &app,
+            get("/api/products/3").insert_header(("if-none-match", bad)),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK, "If-None-Match: {bad}");
         assert_eq!(r.text(), "product 3 v1");
     }
@@ -179,7 +232,13 @@ async fn head_is_served_from_the_get_entry() {
     let calls = Arc::new(Calls::default());
     let app = test::init_service(app_with(Cache::memory(), calls.clone())).await;
     send(&app, get("/api/products/4")).await;
-    let head = send(&app, test::TestRequest::default().method(actix_web::http::Method::HEAD).uri("/api/products/4")).await;
+    let head = send(
+        &app,
+        test::TestRequest::default()
+            .method(actix_web::http::Method::HEAD)
+            .uri("/api/products/4"),
+    )
+    .await;
     assert_eq!(head.status, StatusCode::OK);
     assert_eq!(head.x_cache(), "HIT");
     assert_eq!(calls.get(), 1);
@@ -214,7 +273,10 @@ async fn invalidate_tag_purge_all_and_stats_through_the_handle() {
     assert_eq!(send(&app, get("/api/products/2")).await.x_cache(), "MISS");
     cache.purge_all().await.unwrap();
     assert_eq!(send(&app, get("/api/products/1")).await.x_cache(), "MISS");
-    cache.invalidate_tags(["product:1", "product:2"]).await.unwrap();
+    cache
+        .invalidate_tags(["product:1", "product:2"])
+        .await
+        .unwrap();
     let stats = cache.stats();
     assert_eq!(stats.hits, 1);
     assert_eq!(stats.misses, 5);
@@ -249,7 +311,10 @@ async fn vary_authorization_keeps_users_apart() {
     assert_eq!(send(&app, alice()).await.text(), "me: Bearer alice");
     assert_eq!(send(&app, bob()).await.text(), "me: Bearer bob");
     let a = send(&app, alice()).await;
-    assert_eq!((a.x_cache(), a.text().as_str()), ("HIT", "me: Bearer alice"));
+    assert_eq!(
+        (a.x_cache(), a.text().as_str()),
+        ("HIT", "me: Bearer alice")
+    );
     assert_eq!(a.header("vary"), "authorization");
     let b = send(&app, bob()).await;
     assert_eq!((b.x_cache(), b.text().as_str()), ("HIT", "me: Bearer bob"));
@@ -262,13 +327,27 @@ async fn vary_authorization_keeps_users_apart() {
 async fn authorization_without_vary_is_never_stored_nor_served_from_a_shared_entry() {
     let calls = Arc::new(Calls::default());
     let app = test::init_service(app_with(Cache::memory(), calls.clone())).await;
-    let authed = send(&app, get("/api/public").insert_header(("authorization", "Bearer x"))).await;
+    let authed = send(
+        &app,
+        get("/api/public").insert_header(("authorization", "Bearer x")),
+    )
+    .await;
     assert_eq!(authed.x_cache(), "BYPASS");
-    assert!(authed.header("cache-status").contains("detail=authorization"));
+    assert!(authed
+        .header("cache-status")
+        .contains("detail=authorization"));
     assert_eq!(send(&app, get("/api/public")).await.x_cache(), "MISS");
     assert_eq!(send(&app, get("/api/public")).await.x_cache(), "HIT");
-    let authed = send(&app, get("/api/public").insert_header(("authorization", "Bearer x"))).await;
-    assert_ne!(authed.x_cache(), "HIT", "an entry stored for anonymous users answered an authorized request");
+    let authed = send(
+        &app,
+        get("/api/public").insert_header(("authorization", "Bearer x")),
+    )
+    .await;
+    assert_ne!(
+        authed.x_cache(),
+        "HIT",
+        "an entry stored for anonymous users answered an authorized request"
+    );
 }
 
 #[actix_web::test]
@@ -289,24 +368,43 @@ async fn responses_without_policy_are_not_cached_unless_a_scope_rule_says_so() {
         format!("v{n}")
     };
     let app = test::init_service(
-        App::new().app_data(web::Data::from(counted.clone())).service(
-            web::scope("/s")
-                .wrap(CacheMiddleware::new(cache).default_ttl(Duration::from_secs(60)).include("/s/cat").exclude("/s/cat/admin"))
-                .route("/cat", web::get().to(handler))
-                .route("/cat/{x}", web::get().to(handler))
-                .route("/cat/admin/x", web::get().to(handler))
-                .route("/catalogue", web::get().to(handler)),
-        ),
+        App::new()
+            .app_data(web::Data::from(counted.clone()))
+            .service(
+                web::scope("/s")
+                    .wrap(
+                        CacheMiddleware::new(cache)
+                            .default_ttl(Duration::from_secs(60))
+                            .include("/s/cat")
+                            .exclude("/s/cat/admin"),
+                    )
+                    .route("/cat", web::get().to(handler))
+                    .route("/cat/{x}", web::get().to(handler))
+                    .route("/cat/admin/x", web::get().to(handler))
+                    .route("/catalogue", web::get().to(handler)),
+            ),
     )
     .await;
     let twice = |path: &'static str| {
         let app = &app;
-        async move { (send(app, get(path)).await.x_cache().to_string(), send(app, get(path)).await.x_cache().to_string()) }
+        async move {
+            (
+                send(app, get(path)).await.x_cache().to_string(),
+                send(app, get(path)).await.x_cache().to_string(),
+            )
+        }
     };
     assert_eq!(twice("/s/cat").await, ("MISS".into(), "HIT".into()));
     assert_eq!(twice("/s/cat/7").await, ("MISS".into(), "HIT".into()));
-    assert_eq!(twice("/s/cat/admin/x").await, ("BYPASS".into(), "BYPASS".into()));
-    assert_eq!(twice("/s/catalogue").await, ("BYPASS".into(), "BYPASS".into()), "prefixes match whole segments");
+    assert_eq!(
+        twice("/s/cat/admin/x").await,
+        ("BYPASS".into(), "BYPASS".into())
+    );
+    assert_eq!(
+        twice("/s/catalogue").await,
+        ("BYPASS".into(), "BYPASS".into()),
+        "prefixes match whole segments"
+    );
 }
 
 #[actix_web::test]
@@ -333,8 +431,20 @@ async fn middleware_on_the_app_caches_every_scope() {
 async fn query_parameter_order_does_not_split_the_cache_but_values_do() {
     let calls = Arc::new(Calls::default());
     let app = test::init_service(app_with(Cache::memory(), calls.clone())).await;
-    assert_eq!(send(&app, get("/api/products/1?a=1&b=2")).await.x_cache(), "MISS");
-    assert_eq!(send(&app, get("/api/products/1?b=2&a=1")).await.x_cache(), "HIT");
-    assert_eq!(send(&app, get("/api/products/1?a=2&b=2")).await.x_cache(), "MISS");
-    assert_eq!(send(&app, get("/api/products/1%2F")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        send(&app, get("/api/products/1?a=1&b=2")).await.x_cache(),
+        "MISS"
+    );
+    assert_eq!(
+        send(&app, get("/api/products/1?b=2&a=1")).await.x_cache(),
+        "HIT"
+    );
+    assert_eq!(
+        send(&app, get("/api/products/1?a=2&b=2")).await.x_cache(),
+        "MISS"
+    );
+    assert_eq!(
+        send(&app, get("/api/products/1%2F")).await.status,
+        StatusCode::NOT_FOUND
+    );
 }

@@ -15,12 +15,20 @@ fn policy() -> CachePolicy {
 }
 
 /// Serves `respond(n)` at `/r` with the call count `n`, under a middleware with a 1 KiB body limit.
-async fn twice(respond: fn(usize) -> Cached<HttpResponse>, honor_no_cache: bool, headers: &[(&str, &str)]) -> (Vec<String>, Vec<Bytes>, usize) {
+async fn twice(
+    respond: fn(usize) -> Cached<HttpResponse>,
+    honor_no_cache: bool,
+    headers: &[(&str, &str)],
+) -> (Vec<String>, Vec<Bytes>, usize) {
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = calls.clone();
     let app = test::init_service(
         App::new()
-            .wrap(CacheMiddleware::new(Cache::memory()).max_body_bytes(1024).honor_client_no_cache(honor_no_cache))
+            .wrap(
+                CacheMiddleware::new(Cache::memory())
+                    .max_body_bytes(1024)
+                    .honor_client_no_cache(honor_no_cache),
+            )
             .route(
                 "/r",
                 web::get().to(move || {
@@ -37,8 +45,17 @@ async fn twice(respond: fn(usize) -> Cached<HttpResponse>, honor_no_cache: bool,
         for (name, value) in headers {
             req = req.insert_header((*name, *value));
         }
-        let res = app.call(req.to_request()).await.unwrap_or_else(|e| panic!("service error: {e}"));
-        x_cache.push(res.headers().get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or("").to_string());
+        let res = app
+            .call(req.to_request())
+            .await
+            .unwrap_or_else(|e| panic!("service error: {e}"));
+        x_cache.push(
+            res.headers()
+                .get("x-cache")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string(),
+        );
         bodies.push(test::read_body(res).await);
     }
     (x_cache, bodies, calls.load(Ordering::SeqCst))
@@ -51,39 +68,137 @@ fn bypassed(result: &(Vec<String>, Vec<Bytes>, usize)) {
 
 #[actix_web::test]
 async fn error_statuses_and_206_are_not_stored_unless_listed() {
-    bypassed(&twice(|_| Cached::new(HttpResponse::NotFound().body("nope"), policy()), false, &[]).await);
-    bypassed(&twice(|_| Cached::new(HttpResponse::InternalServerError().body("x"), policy()), false, &[]).await);
-    bypassed(&twice(|_| Cached::new(HttpResponse::PartialContent().body("part"), policy()), false, &[]).await);
-    let listed = twice(|_| Cached::new(HttpResponse::NotFound().body("gone"), policy().status(404)), false, &[]).await;
+    bypassed(
+        &twice(
+            |_| Cached::new(HttpResponse::NotFound().body("nope"), policy()),
+            false,
+            &[],
+        )
+        .await,
+    );
+    bypassed(
+        &twice(
+            |_| Cached::new(HttpResponse::InternalServerError().body("x"), policy()),
+            false,
+            &[],
+        )
+        .await,
+    );
+    bypassed(
+        &twice(
+            |_| Cached::new(HttpResponse::PartialContent().body("part"), policy()),
+            false,
+            &[],
+        )
+        .await,
+    );
+    let listed = twice(
+        |_| Cached::new(HttpResponse::NotFound().body("gone"), policy().status(404)),
+        false,
+        &[],
+    )
+    .await;
     assert_eq!(listed.0, ["MISS", "HIT"]);
     assert_eq!(listed.1[1], "gone");
 }
 
 #[actix_web::test]
 async fn set_cookie_no_store_and_private_are_not_stored() {
-    bypassed(&twice(|_| Cached::new(HttpResponse::Ok().insert_header(("set-cookie", "s=1; Path=/")).body("x"), policy()), false, &[]).await);
-    bypassed(&twice(|_| Cached::new(HttpResponse::Ok().insert_header(("cache-control", "no-store")).body("x"), policy()), false, &[]).await);
-    bypassed(&twice(|_| Cached::new(HttpResponse::Ok().insert_header(("cache-control", "Private, max-age=5")).body("x"), policy()), false, &[]).await);
+    bypassed(
+        &twice(
+            |_| {
+                Cached::new(
+                    HttpResponse::Ok()
+                        .insert_header(("set-cookie", "s=1; Path=/"))
+                        .body("x"),
+                    policy(),
+                )
+            },
+            false,
+            &[],
+        )
+        .await,
+    );
+    bypassed(
+        &twice(
+            |_| {
+                Cached::new(
+                    HttpResponse::Ok()
+                        .insert_header(("cache-control", "no-store"))
+                        .body("x"),
+                    policy(),
+                )
+            },
+            false,
+            &[],
+        )
+        .await,
+    );
+    bypassed(
+        &twice(
+            |_| {
+                Cached::new(
+                    HttpResponse::Ok()
+                        .insert_header(("cache-control", "Private, max-age=5"))
+                        .body("x"),
+                    policy(),
+                )
+            },
+            false,
+            &[],
+        )
+        .await,
+    );
 }
 
 #[actix_web::test]
 async fn policy_private_or_public_only_changes_what_clients_are_told() {
-    let private = twice(|_| Cached::new(HttpResponse::Ok().body("x"), policy().visibility(Visibility::Private)), false, &[]).await;
+    let private = twice(
+        |_| {
+            Cached::new(
+                HttpResponse::Ok().body("x"),
+                policy().visibility(Visibility::Private),
+            )
+        },
+        false,
+        &[],
+    )
+    .await;
     assert_eq!(private.0, ["MISS", "HIT"]);
-    let public = twice(|_| Cached::new(HttpResponse::Ok().body("x"), policy().visibility(Visibility::Public)), false, &[("authorization", "Bearer a")]).await;
-    assert_eq!(public.0, ["MISS", "HIT"], "public lets an authorized response be shared");
+    let public = twice(
+        |_| {
+            Cached::new(
+                HttpResponse::Ok().body("x"),
+                policy().visibility(Visibility::Public),
+            )
+        },
+        false,
+        &[("authorization", "Bearer a")],
+    )
+    .await;
+    assert_eq!(
+        public.0,
+        ["MISS", "HIT"],
+        "public lets an authorized response be shared"
+    );
 }
 
 #[actix_web::test]
 async fn bodies_over_the_limit_and_streams_pass_through_intact() {
-    let big = twice(|_| Cached::new(HttpResponse::Ok().body(vec![b'z'; 4096]), policy()), false, &[]).await;
+    let big = twice(
+        |_| Cached::new(HttpResponse::Ok().body(vec![b'z'; 4096]), policy()),
+        false,
+        &[],
+    )
+    .await;
     bypassed(&big);
     assert_eq!(big.1[0].len(), 4096);
     assert!(big.1[1].iter().all(|b| *b == b'z'));
 
     let streamed = twice(
         |n| {
-            let chunks = (0..200).map(move |i| Ok::<_, actix_web::Error>(Bytes::from(format!("{n}:{i};"))));
+            let chunks =
+                (0..200).map(move |i| Ok::<_, actix_web::Error>(Bytes::from(format!("{n}:{i};"))));
             Cached::new(HttpResponse::Ok().streaming(stream::iter(chunks)), policy())
         },
         false,
@@ -97,28 +212,59 @@ async fn bodies_over_the_limit_and_streams_pass_through_intact() {
 
 #[actix_web::test]
 async fn client_no_cache_is_ignored_by_default_and_honored_when_allowed() {
-    let ignored = twice(|n| Cached::new(HttpResponse::Ok().body(format!("v{n}")), policy()), false, &[("cache-control", "no-cache")]).await;
+    let ignored = twice(
+        |n| Cached::new(HttpResponse::Ok().body(format!("v{n}")), policy()),
+        false,
+        &[("cache-control", "no-cache")],
+    )
+    .await;
     assert_eq!(ignored.0, ["MISS", "HIT"]);
-    let honored = twice(|n| Cached::new(HttpResponse::Ok().body(format!("v{n}")), policy()), true, &[("cache-control", "no-cache")]).await;
+    let honored = twice(
+        |n| Cached::new(HttpResponse::Ok().body(format!("v{n}")), policy()),
+        true,
+        &[("cache-control", "no-cache")],
+    )
+    .await;
     assert_eq!(honored.0, ["MISS", "MISS"]);
     assert_eq!(honored.1[1], "v2");
-    let pragma = twice(|n| Cached::new(HttpResponse::Ok().body(format!("v{n}")), policy()), true, &[("pragma", "no-cache")]).await;
+    let pragma = twice(
+        |n| Cached::new(HttpResponse::Ok().body(format!("v{n}")), policy()),
+        true,
+        &[("pragma", "no-cache")],
+    )
+    .await;
     assert_eq!(pragma.2, 2);
 }
 
 #[actix_web::test]
 async fn cache_control_and_expires_follow_the_policy() {
-    let app = test::init_service(App::new().wrap(CacheMiddleware::new(Cache::memory())).route(
-        "/r",
-        web::get().to(|| async {
-            Cached::new(HttpResponse::Ok().insert_header(("cache-control", "max-age=999")).body("x"), policy().visibility(Visibility::Public).max_age(Duration::from_secs(10)))
-        }),
-    ))
+    let app = test::init_service(
+        App::new()
+            .wrap(CacheMiddleware::new(Cache::memory()))
+            .route(
+                "/r",
+                web::get().to(|| async {
+                    Cached::new(
+                        HttpResponse::Ok()
+                            .insert_header(("cache-control", "max-age=999"))
+                            .body("x"),
+                        policy()
+                            .visibility(Visibility::Public)
+                            .max_age(Duration::from_secs(10)),
+                    )
+                }),
+            ),
+    )
     .await;
     for _ in 0..2 {
         let res = test::call_service(&app, test::TestRequest::get().uri("/r").to_request()).await;
         assert_eq!(res.status(), StatusCode::OK);
-        assert_eq!(res.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("public, max-age=10"));
+        assert_eq!(
+            res.headers()
+                .get("cache-control")
+                .and_then(|v| v.to_str().ok()),
+            Some("public, max-age=10")
+        );
         assert!(res.headers().contains_key("expires"));
     }
 }

@@ -1,0 +1,10 @@
+use actix_web::{get, Responder};
+use cache_actix::cached;
+
+#[cached(ttl = 30, foo = 1)]
+#[get("/")]
+async fn index() -> impl Responder {
+    "hello"
+}
+
+fn main() {}

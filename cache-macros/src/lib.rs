@@ -1,0 +1,111 @@
+//! The `#[cached(...)]` attribute of `cache-actix`. Users reach it as `cache_actix::cached`;
+//! nothing else in this crate is public.
+//!
+//! What lives here: the attribute's entry point, which ties together [`args`] (parse and validate
+//! the arguments, check tag placeholders against the route) and [`expand`] (check the fn's shape
+//! and generate the wrapper).
+//!
+//! What must stay true: the macro never panics on user input. Every problem becomes a
+//! `compile_error!` spanned on the offending token, and the original fn is emitted beside the
+//! errors, so one mistake in the attribute does not turn into a cascade of "cannot find
+//! `get_product`" errors wherever the handler is registered.
+#![forbid(unsafe_code)]
+
+mod args;
+mod expand;
+
+use proc_macro::TokenStream;
+use quote::quote;
+use syn::ItemFn;
+
+use crate::args::CacheArgs;
+
+/// Caches the responses of an actix-web handler.
+///
+/// ```ignore
+/// use actix_web::{get, web, Responder};
+/// use cache_actix::cached;
+///
+/// /// The product page; cached for 30 seconds, dropped when either tag is invalidated.
+/// #[cached(ttl = 30, vary = "Authorization", tags = ["products", "product:{id}"])]
+/// #[get("/products/{id}")]
+/// async fn get_product(id: web::Path<u32>) -> impl Responder {
+///     format!("product {id}")
+/// }
+/// ```
+///
+/// The handler keeps its name, attributes and extractors; its result is wrapped in
+/// `cache_actix::Cached<_>`, which hands the policy to `CacheMiddleware`. The attribute may sit
+/// above or below actix's route attribute, and also works on a plain `async fn` registered with
+/// `web::resource("/x").to(handler)`.
+///
+/// Keys (only `ttl` is required):
+///
+/// | key | value |
+/// |-----|-------|
+/// | `ttl` | seconds (`30`) or a duration string (`"30s"`, `"5m"`, `"1h"`, `"1d"`); not zero |
+/// | `vary` | a header name or a list of them: `"Authorization"`, `["Authorization", "Accept-Language"]` |
+/// | `tags` | a list of tags; `{name}` is filled from the route's match info: `["products", "product:{id}"]` |
+/// | `stale_while_revalidate` | duration; how long a stale copy may be served while one refresh runs |
+/// | `stale_if_error` | duration; how long a stale copy may be served when the handler fails |
+/// | `max_age` | duration; the client `max-age` (default: what remains of the ttl) |
+/// | `private` / `public` | flag (or `= true`); what `Cache-Control` tells clients; not both |
+/// | `statuses` | extra status codes to store: `[404, 301]` (by default only 2xx except 206) |
+///
+/// Rejected at compile time, with the error on the offending token: unknown or repeated keys,
+/// `ttl = 0`, invalid header names, tags with unbalanced braces, a tag `{name}` that the route of
+/// an actix route attribute on the same fn does not define, a fn that is not `async`, takes
+/// `self`, or has no return type.
+///
+/// The route check only sees a route attribute written *below* `#[cached]` (actix consumes the
+/// ones above first). It checks against that attribute's own path, so a tag that uses a parameter
+/// of an enclosing `web::scope` is rejected there; put `#[cached]` below the route attribute in
+/// that case.
+#[proc_macro_attribute]
+pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let func = match syn::parse::<ItemFn>(item.clone()) {
+        Ok(func) => func,
+        Err(err) => {
+            let err = syn::Error::new(
+                err.span(),
+                format!("#[cached] applies to an async fn: {err}"),
+            )
+            .into_compile_error();
+            let item = proc_macro2::TokenStream::from(item);
+            return quote!(#err #item).into();
+        }
+    };
+
+    let args = syn::parse::<CacheArgs>(attr);
+    let checked = match (args, expand::check_fn(&func.sig)) {
+        (Ok(args), Ok(())) => args::check_tag_routes(&args, &func.attrs).map(|()| args),
+        (Ok(args), Err(fn_err)) => {
+            // Still report route mismatches so one build shows every mistake.
+            let mut all = fn_err;
+            if let Err(route_err) = args::check_tag_routes(&args, &func.attrs) {
+                all.combine(route_err);
+            }
+            Err(all)
+        }
+        (Err(mut args_err), fn_result) => {
+            if let Err(fn_err) = fn_result {
+                args_err.combine(fn_err);
+            }
+            Err(args_err)
+        }
+    };
+
+    match checked {
+        Ok(args) => expand::expand(&args, func).into(),
+        Err(err) => {
+            let err = err.into_compile_error();
+            let mut func = func;
+            // Recovery only (the build already fails): an `async` fallback keeps a route macro on
+            // the same fn from adding a second, less helpful "not a Handler" error.
+            if func.sig.asyncness.is_none() {
+                func.sig.asyncness = Some(syn::Token![async](func.sig.fn_token.span));
+            }
+            quote!(#err #func).into()
+        }
+    }
+}
