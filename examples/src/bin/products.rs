@@ -1,0 +1,47 @@
+//! The product API server. In memory by default; tiered L1/L2 when `REDIS_URL` is set.
+//!
+//! Environment: `LISTEN_ADDR` (default `127.0.0.1:8080`), `CACHE_ADMIN_TOKEN` (enables `/admin`),
+//! `DB_LATENCY_MS` (default 200), `REDIS_URL`, `RUST_LOG` (e.g. `cache_core=debug`).
+
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+use cache_actix::Cache;
+use cache_actix_examples::products::{configure, Db};
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let addr = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_string());
+    let latency = std::env::var("DB_LATENCY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let admin_token = std::env::var("CACHE_ADMIN_TOKEN").ok();
+    let cache = build_cache()?;
+    let db = web::Data::new(Db::seeded(Duration::from_millis(latency)));
+    tracing::info!(%addr, admin = admin_token.is_some(), "product API listening");
+    HttpServer::new(move || {
+        let (cache, db, token) = (cache.clone(), db.clone(), admin_token.clone());
+        App::new().configure(move |cfg| configure(cfg, cache, db, token))
+    })
+    .bind(&addr)?
+    .run()
+    .await
+}
+
+fn build_cache() -> std::io::Result<Cache> {
+    match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => {
+            // Tiered caching arrives with the Redis store; until then say so instead of
+            // pretending to share a cache.
+            tracing::warn!(%url, "REDIS_URL is set but this build has no Redis store yet; caching in memory");
+            Ok(Cache::memory())
+        }
+        _ => Ok(Cache::memory()),
+    }
+}
