@@ -38,9 +38,9 @@ mod responder;
 
 pub use bypass::BypassReason;
 pub use cache_core::{
-    async_trait, flight, key, parse_duration, policy, store, tags, Cache, CacheBuilder, CacheError,
-    CacheKey, CachePolicy, Entry, Event, Freshness, MemoryStore, PrimaryKey, Record, Stats, Store,
-    TierStats, Variants, Visibility,
+    async_trait, flight, key, parse_duration, policy, store, tags, time, Cache, CacheBuilder,
+    CacheError, CacheKey, CachePolicy, Entry, Event, Freshness, MemoryStore, PrimaryKey, Record,
+    Stats, Store, TierStats, Variants, Visibility,
 };
 /// The `#[cached(...)]` attribute: see the crate README for every key.
 pub use cache_macros::cached;

@@ -217,7 +217,6 @@ where
     }
 
     async fn run(self, req: ServiceRequest) -> Result<ServiceResponse<BoxBody>, Error> {
-        req.extensions_mut().insert(self.cache().clone());
         let method = req.method().clone();
         if method != Method::GET && method != Method::HEAD {
             return self.pass_unsafe(req, method).await;
@@ -276,7 +275,7 @@ where
         } else {
             None
         };
-        let mut res = self.service.call(req).await?.map_into_boxed_body();
+        let mut res = self.call_inner(req).await?.map_into_boxed_body();
         let status = res.status();
         if let Some(primary) = primary.filter(|_| status.is_success() || status.is_redirection()) {
             if let Err(err) = self.cache().purge_url(&primary).await {
@@ -299,7 +298,7 @@ where
     ) -> Result<ServiceResponse<BoxBody>, Error> {
         self.cache().record(Event::Bypass);
         tracing::debug!(path = req.path(), %reason, "cache bypass");
-        let mut res = self.service.call(req).await?.map_into_boxed_body();
+        let mut res = self.call_inner(req).await?.map_into_boxed_body();
         res.headers_mut().remove(h::CACHE_TAG);
         mark(res.headers_mut(), Outcome::Bypass(reason), None);
         Ok(res)
@@ -370,7 +369,7 @@ where
         self.cache().record(Event::Miss);
         let has_auth = req.headers().contains_key(header::AUTHORIZATION);
         let born = self.cache().begin_fill();
-        let res = self.service.call(req).await?;
+        let res = self.call_inner(req).await?;
 
         if res.status().is_server_error() {
             if let Some(stale) = stale {
@@ -445,6 +444,13 @@ where
         let entry = stored.unwrap_or_else(|| Arc::new(entry));
         let response = render(http_req.headers(), &entry, outcome);
         Ok(ServiceResponse::new(http_req, response))
+    }
+
+    /// Runs the wrapped service, with the cache in the request extensions so that the `Cache`
+    /// extractor finds it without `app_data` (only here: hits never pay for the insert).
+    fn call_inner(&self, req: ServiceRequest) -> S::Future {
+        req.extensions_mut().insert(self.cache().clone());
+        self.service.call(req)
     }
 
     fn primary_key(&self, req: &ServiceRequest) -> Option<PrimaryKey> {

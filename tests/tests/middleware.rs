@@ -448,3 +448,40 @@ async fn query_parameter_order_does_not_split_the_cache_but_values_do() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[actix_web::test]
+async fn the_cache_extractor_finds_the_middlewares_cache_without_app_data() {
+    let cache = Cache::memory();
+    let app = test::init_service(
+        App::new()
+            .app_data(web::Data::new(Calls::default()))
+            .service(
+                web::scope("")
+                    .wrap(CacheMiddleware::new(cache.clone()))
+                    .service(product)
+                    .service(update),
+            ),
+    )
+    .await;
+    assert_eq!(send(&app, get("/products/5")).await.x_cache(), "MISS");
+    let post = send(&app, test::TestRequest::post().uri("/products/5")).await;
+    assert_eq!(post.status, StatusCode::OK);
+    assert_eq!(
+        cache.stats().invalidations,
+        2,
+        "the tag invalidation and the URL purge"
+    );
+    assert_eq!(send(&app, get("/products/5")).await.x_cache(), "MISS");
+}
+
+#[actix_web::test]
+async fn the_cache_extractor_without_any_cache_is_a_500_without_detail() {
+    let app = test::init_service(App::new().service(update)).await;
+    let r = send(&app, test::TestRequest::post().uri("/products/1")).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        !r.text().contains("Cache"),
+        "no configuration detail leaks: {}",
+        r.text()
+    );
+}
