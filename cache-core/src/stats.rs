@@ -161,3 +161,64 @@ impl Recorder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{
+        Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    use super::Event;
+    use crate::Cache;
+
+    /// A recorder that keeps counter totals by name, standing in for Prometheus & co.
+    #[derive(Default)]
+    struct Totals(Arc<Mutex<HashMap<String, u64>>>);
+
+    struct Named(String, Arc<Mutex<HashMap<String, u64>>>);
+
+    impl CounterFn for Named {
+        fn increment(&self, value: u64) {
+            *self.1.lock().unwrap().entry(self.0.clone()).or_default() += value;
+        }
+        fn absolute(&self, value: u64) {
+            self.1.lock().unwrap().insert(self.0.clone(), value);
+        }
+    }
+
+    impl Recorder for Totals {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::from_arc(Arc::new(Named(key.name().to_string(), self.0.clone())))
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn events_reach_stats_and_the_metrics_facade() {
+        let recorder = Totals::default();
+        let cache = Cache::memory();
+        metrics::with_local_recorder(&recorder, || {
+            cache.record(Event::Hit);
+            cache.record(Event::Hit);
+            cache.record(Event::Miss);
+            cache.record(Event::Bypass);
+        });
+        let totals = recorder.0.lock().unwrap().clone();
+        assert_eq!(totals.get("cache_actix_hits_total"), Some(&2));
+        assert_eq!(totals.get("cache_actix_misses_total"), Some(&1));
+        assert_eq!(totals.get("cache_actix_bypasses_total"), Some(&1));
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.misses, stats.bypasses), (2, 1, 1));
+    }
+}
