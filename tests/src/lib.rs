@@ -51,3 +51,62 @@ impl Drop for Server {
         actix_web::rt::spawn(stop);
     }
 }
+
+/// What a client got back from a service under test.
+pub struct Reply {
+    /// Status code.
+    pub status: actix_web::http::StatusCode,
+    /// Response headers.
+    pub headers: actix_web::http::header::HeaderMap,
+    /// The whole body.
+    pub body: bytes::Bytes,
+}
+
+impl Reply {
+    /// A header as text ("" when absent or not text).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The `x-cache` header.
+    pub fn x_cache(&self) -> &str {
+        self.header("x-cache")
+    }
+
+    /// The body as (lossy) text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Status, `x-cache` and body text, for one-line assertions.
+    pub fn summary(&self) -> (actix_web::http::StatusCode, String, String) {
+        (self.status, self.x_cache().to_string(), self.text())
+    }
+}
+
+/// Sends `req` through an initialised service (`actix_web::test::init_service`) and reads the body.
+pub async fn send<S, B>(app: &S, req: actix_web::test::TestRequest) -> Reply
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+    B: actix_web::body::MessageBody,
+{
+    let res = app
+        .call(req.to_request())
+        .await
+        .unwrap_or_else(|e| panic!("service error: {e}"));
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = actix_web::test::read_body(res).await;
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}

@@ -25,22 +25,7 @@ where
         Error = actix_web::Error,
     >,
 {
-    let res = app
-        .call(req.to_request())
-        .await
-        .unwrap_or_else(|e| panic!("service error: {e}"));
-    let x = res
-        .headers()
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let status = res.status();
-    (
-        status,
-        x,
-        String::from_utf8_lossy(&test::read_body(res).await).into_owned(),
-    )
+    cache_actix_tests::send(app, req).await.summary()
 }
 
 #[actix_web::test]

@@ -5,14 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{
-    body::MessageBody,
-    dev::{Service, ServiceResponse},
-    get,
-    http::StatusCode,
-    post, test, web, App, HttpRequest, HttpResponse, Responder,
+    body::MessageBody, dev::ServiceResponse, get, http::StatusCode, post, test, web, App,
+    HttpRequest, HttpResponse, Responder,
 };
-use bytes::Bytes;
 use cache_actix::{cached, Cache, CacheMiddleware, CachePolicy, Cached};
+use cache_actix_tests::send;
 
 #[derive(Default)]
 struct Calls(AtomicUsize);
@@ -102,43 +99,6 @@ fn app_with(
                 .service(plain)
                 .route("/tagged", web::get().to(runtime_tagged)),
         )
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: actix_web::http::header::HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-    fn x_cache(&self) -> &str {
-        self.header("x-cache")
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-async fn send<S, B>(app: &S, req: test::TestRequest) -> Reply
-where
-    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
-    B: MessageBody,
-{
-    let res = test::call_service(app, req.to_request()).await;
-    let status = res.status();
-    let headers = res.headers().clone();
-    let body = test::read_body(res).await;
-    Reply {
-        status,
-        headers,
-        body,
-    }
 }
 
 fn get(path: &str) -> test::TestRequest {

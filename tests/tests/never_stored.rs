@@ -16,7 +16,7 @@ fn policy() -> CachePolicy {
 
 /// Serves `respond(n)` at `/r` with the call count `n`, under a middleware with a 1 KiB body limit.
 async fn twice(
-    respond: fn(usize) -> Cached<HttpResponse>,
+    respond: impl Fn(usize) -> Cached<HttpResponse> + Clone + 'static,
     honor_no_cache: bool,
     headers: &[(&str, &str)],
 ) -> (Vec<String>, Vec<Bytes>, usize) {
@@ -33,7 +33,8 @@ async fn twice(
                 "/r",
                 web::get().to(move || {
                     let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
-                    async move { respond(n) }
+                    let out = respond(n);
+                    async move { out }
                 }),
             ),
     )
@@ -104,51 +105,20 @@ async fn error_statuses_and_206_are_not_stored_unless_listed() {
 
 #[actix_web::test]
 async fn set_cookie_no_store_and_private_are_not_stored() {
-    bypassed(
-        &twice(
-            |_| {
-                Cached::new(
-                    HttpResponse::Ok()
-                        .insert_header(("set-cookie", "s=1; Path=/"))
-                        .body("x"),
-                    policy(),
-                )
-            },
-            false,
-            &[],
-        )
-        .await,
-    );
-    bypassed(
-        &twice(
-            |_| {
-                Cached::new(
-                    HttpResponse::Ok()
-                        .insert_header(("cache-control", "no-store"))
-                        .body("x"),
-                    policy(),
-                )
-            },
-            false,
-            &[],
-        )
-        .await,
-    );
-    bypassed(
-        &twice(
-            |_| {
-                Cached::new(
-                    HttpResponse::Ok()
-                        .insert_header(("cache-control", "Private, max-age=5"))
-                        .body("x"),
-                    policy(),
-                )
-            },
-            false,
-            &[],
-        )
-        .await,
-    );
+    let headers = [
+        ("set-cookie", "s=1; Path=/"),
+        ("cache-control", "no-store"),
+        ("cache-control", "Private, max-age=5"),
+    ];
+    for (name, value) in headers {
+        let respond = move |_| {
+            Cached::new(
+                HttpResponse::Ok().insert_header((name, value)).body("x"),
+                policy(),
+            )
+        };
+        bypassed(&twice(respond, false, &[]).await);
+    }
 }
 
 #[actix_web::test]

@@ -74,20 +74,8 @@ where
         Error = actix_web::Error,
     >,
 {
-    let res = app
-        .call(test::TestRequest::get().uri(path).to_request())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let x = res
-        .headers()
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    (
-        x,
-        String::from_utf8_lossy(&test::read_body(res).await).into_owned(),
-    )
+    let reply = cache_actix_tests::send(app, test::TestRequest::get().uri(path)).await;
+    (reply.x_cache().to_string(), reply.text())
 }
 
 #[actix_web::test]
