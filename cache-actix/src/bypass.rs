@@ -33,6 +33,9 @@ pub enum BypassReason {
     StreamingBody,
     /// The URL (or a varied header value) is larger than the key limit.
     KeyTooLarge,
+    /// The handler's own `Vary` names a header the policy does not vary on (or is `*`): the key
+    /// would not separate the variants, so the response cannot be shared.
+    Vary,
 }
 
 impl BypassReason {
@@ -49,6 +52,7 @@ impl BypassReason {
             BypassReason::BodyTooLarge => "body-too-large",
             BypassReason::StreamingBody => "streaming-body",
             BypassReason::KeyTooLarge => "key-too-large",
+            BypassReason::Vary => "vary",
         }
     }
 }

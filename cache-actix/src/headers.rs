@@ -135,15 +135,27 @@ fn opaque_tag(tag: &str) -> Option<&str> {
     (!inner.contains('"')).then_some(tag)
 }
 
+/// Largest `max-age` sent (RFC 9111 section 1.2.2: 2^31 seconds stands for "infinity").
+const MAX_DELTA_SECONDS: u64 = 1 << 31;
+
 /// `cache-control` for an answer from `entry`: `public`/`private` as the policy says and a
-/// `max-age` that is the policy's, or what remains of the ttl (0 once stale).
+/// `max-age` that is the policy's, or the entry's whole ttl (0 once stale). The answer also
+/// carries `Age`, and a client's freshness is `max-age - age` (RFC 9111 section 4.2), so the
+/// whole ttl, not what remains of it, makes the client's copy expire when ours does. Returns the
+/// seconds left for the client, for `Expires`.
 pub(crate) fn cache_control(entry: &Entry, now_ms: u64) -> (HeaderValue, u64) {
     let max_age = if now_ms >= entry.fresh_until_ms {
         0
     } else {
         entry
             .max_age_secs
-            .unwrap_or_else(|| entry.ttl_left_secs(now_ms))
+            .unwrap_or_else(|| {
+                entry
+                    .fresh_until_ms
+                    .saturating_sub(entry.stored_at_ms)
+                    .div_ceil(1000)
+            })
+            .min(MAX_DELTA_SECONDS)
     };
     let text = match entry.visibility {
         Visibility::Public => format!("public, max-age={max_age}"),
@@ -152,13 +164,19 @@ pub(crate) fn cache_control(entry: &Entry, now_ms: u64) -> (HeaderValue, u64) {
     };
     (
         HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("no-cache")),
-        max_age,
+        max_age.saturating_sub(entry.age_secs(now_ms)),
     )
 }
 
-/// `expires` matching a `max-age` counted from now.
-pub(crate) fn expires(max_age_secs: u64) -> Option<HeaderValue> {
-    let at = SystemTime::now().checked_add(Duration::from_secs(max_age_secs))?;
+/// `expires` matching `secs_left` counted from now; `None` past what an HTTP date can say
+/// (httpdate panics after year 9999, so the bound is checked here).
+pub(crate) fn expires(secs_left: u64) -> Option<HeaderValue> {
+    const YEAR_9999_SECS: u64 = 253_402_300_799;
+    let at = SystemTime::now().checked_add(Duration::from_secs(secs_left))?;
+    let since_epoch = at.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+    if since_epoch.as_secs() > YEAR_9999_SECS {
+        return None;
+    }
     HeaderValue::from_str(&httpdate::fmt_http_date(at)).ok()
 }
 
@@ -201,6 +219,26 @@ mod tests {
             etag
         ));
         assert!(!if_none_match(&HeaderMap::new(), etag));
+    }
+
+    #[test]
+    fn expires_never_panics_on_huge_lifetimes() {
+        assert!(expires(u64::MAX).is_none());
+        assert!(expires(MAX_DELTA_SECONDS).is_some());
+        assert!(expires(0).is_some());
+    }
+
+    #[test]
+    fn max_age_is_the_whole_ttl_so_that_age_counts_once() {
+        let key = cache_core::PrimaryKey::new("", b"h", b"/", b"").cache_key();
+        let entry = Entry::new(key.bytes(), 200, vec![], "x".into(), 1_000, 61_000);
+        // 20 s after storing: max-age stays 60 (the client subtracts Age = 20), Expires is 40 s out.
+        let (cc, left) = cache_control(&entry, 21_000);
+        assert_eq!(cc, "max-age=60");
+        assert_eq!(left, 40);
+        let mut huge = entry.clone();
+        huge.fresh_until_ms = u64::MAX;
+        assert_eq!(cache_control(&huge, 21_000).0, "max-age=2147483648");
     }
 
     #[test]

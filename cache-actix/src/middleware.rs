@@ -276,6 +276,8 @@ where
             None
         };
         let mut res = self.call_inner(req).await?.map_into_boxed_body();
+        res.headers_mut().remove(h::CACHE_TAG);
+        self.cache().record(Event::Bypass);
         let status = res.status();
         if let Some(primary) = primary.filter(|_| status.is_success() || status.is_redirection()) {
             if let Err(err) = self.cache().purge_url(&primary).await {
@@ -368,6 +370,8 @@ where
         };
         self.cache().record(Event::Miss);
         let has_auth = req.headers().contains_key(header::AUTHORIZATION);
+        // A HEAD response may lack the body a GET would get: answer it, never store it.
+        let is_head = req.method() == Method::HEAD;
         let born = self.cache().begin_fill();
         let res = self.call_inner(req).await?;
 
@@ -424,7 +428,7 @@ where
         };
         let key = variant_key(&primary, policy.policy.vary_headers(), http_req.headers());
         let entry = build_entry(&key, &head, body, &policy, born);
-        let stored = if key.as_bytes().len() > self.config.max_key_bytes {
+        let stored = if is_head || key.as_bytes().len() > self.config.max_key_bytes {
             None
         } else {
             self.cache().store(&primary, &key, entry.clone()).await
@@ -549,12 +553,29 @@ fn storable<B: MessageBody>(
     if has_auth && !policy.shares_authorized() {
         return Err(BypassReason::Authorization);
     }
+    if !vary_covered(headers, policy.vary_headers()) {
+        return Err(BypassReason::Vary);
+    }
     match res.response().body().size() {
         BodySize::None => Ok(0),
         BodySize::Sized(n) if n > max_body as u64 => Err(BypassReason::BodyTooLarge),
         BodySize::Sized(n) => Ok(n as usize),
         BodySize::Stream => Err(BypassReason::StreamingBody),
     }
+}
+
+/// Whether every header the handler's own `Vary` names is one the policy keys on (`*` never is).
+fn vary_covered(headers: &HeaderMap, policy_vary: &[String]) -> bool {
+    headers
+        .get_all(header::VARY)
+        .all(|value| match value.to_str() {
+            Ok(value) => value
+                .split(',')
+                .map(str::trim)
+                .filter(|name| !name.is_empty())
+                .all(|name| policy_vary.iter().any(|v| v.eq_ignore_ascii_case(name))),
+            Err(_) => false,
+        })
 }
 
 /// The entry for a response: headers minus the ones never replayed, tags from the policy and
@@ -606,11 +627,11 @@ fn build_entry(
         headers,
         body,
         now,
-        now.saturating_add(p.ttl().as_millis() as u64),
+        now.saturating_add(millis(p.ttl())),
     );
     entry.etag = etag;
-    entry.stale_while_revalidate_ms = p.stale_while_revalidate_window().as_millis() as u64;
-    entry.stale_if_error_ms = p.stale_if_error_window().as_millis() as u64;
+    entry.stale_while_revalidate_ms = millis(p.stale_while_revalidate_window());
+    entry.stale_if_error_ms = millis(p.stale_if_error_window());
     entry.tags = tags;
     entry.born = born;
     entry.vary = Arc::from(p.vary_headers());
@@ -618,6 +639,11 @@ fn build_entry(
     entry.max_age_secs = p.client_max_age().map(|d| d.as_secs());
     entry.shares_authorized = p.shares_authorized();
     entry
+}
+
+/// A duration in whole milliseconds, saturating instead of wrapping for absurd policies.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Answers `req` from `entry`.
@@ -631,7 +657,8 @@ fn answer(req: ServiceRequest, entry: &Entry, outcome: Outcome) -> ServiceRespon
 /// and `cache-status`. HEAD bodies are dropped by actix itself.
 fn render(request: &HeaderMap, entry: &Entry, outcome: Outcome) -> HttpResponse<BoxBody> {
     let now = cache_core::time::now_ms();
-    let not_modified = h::if_none_match(request, &entry.etag);
+    // A 304 stands for the stored 2xx only; a stored 404 (say) is replayed as it is.
+    let not_modified = (200..300).contains(&entry.status) && h::if_none_match(request, &entry.etag);
     let status = if not_modified {
         StatusCode::NOT_MODIFIED
     } else {

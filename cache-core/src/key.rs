@@ -105,10 +105,17 @@ impl PrimaryKey {
 
     /// The name of the implicit tag every entry of this resource carries, so that purging one URL
     /// is a tag invalidation (constant cost, safe against fills in flight).
+    ///
+    /// URLs share [`URL_TAG_SLOTS`] such tags by hash: clients choose which URLs they write to,
+    /// and a clock per URL would let them grow the clock map without bound. Two URLs in one slot
+    /// only cost each other a miss when one is written.
     pub fn url_tag(&self) -> String {
-        format!("\u{0}url:{:032x}", self.hash)
+        format!("\u{0}url:{:04x}", (self.hash as usize) % URL_TAG_SLOTS)
     }
 }
+
+/// How many implicit URL tags exist; see [`PrimaryKey::url_tag`].
+pub const URL_TAG_SLOTS: usize = 1 << 16;
 
 impl fmt::Debug for PrimaryKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -8,7 +8,14 @@
 //! under it; an entry whose fill began before an invalidation of one of its tags resolved is
 //! never valid afterwards, even if it is stored after that invalidation (its `born` is too old).
 //! Clocks older than the longest life of any stored entry are dropped by [`TagClocks::prune`],
-//! so the map stays bounded by the tags invalidated within that life.
+//! so the map stays bounded by the tags invalidated within that life; the highest tick dropped is
+//! kept as a floor (`pruned_upto`), so a fill that began before a pruned invalidation (a handler
+//! that ran longer than any entry lives) is still rejected.
+//!
+//! `seq` starts at the wall clock in microseconds ([`TagClocks::default`]) so that an entry kept
+//! by a persistent user store across a restart cannot look newer than invalidations made after
+//! the restart. A cache whose clocks live in a shared store (Redis) starts at 0 instead
+//! ([`TagClocks::shared`]) and takes every tick from that store, which is the one authority.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -26,17 +33,70 @@ use crate::time::now_ms;
 /// assert!(!clocks.is_valid(born, ["products"]));
 /// assert!(clocks.is_valid(clocks.now(), ["products"]));
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TagClocks {
     seq: AtomicU64,
     purged_at: AtomicU64,
+    /// Highest tick ever dropped by `prune`: entries born before it are rejected.
+    pruned_upto: AtomicU64,
     /// Tag -> (clock, wall time of the invalidation in ms).
     clocks: DashMap<String, (u64, u64)>,
     /// Longest `expires_at - stored_at` of any entry stored, in ms.
     longest_life_ms: AtomicU64,
 }
 
+impl Default for TagClocks {
+    /// Clocks for a cache that is the only authority on its invalidations, starting at the wall
+    /// clock (microseconds) so that ticks after a restart are above every earlier `born`.
+    fn default() -> Self {
+        let clocks = TagClocks::shared();
+        clocks
+            .seq
+            .store(now_ms().saturating_mul(1000), Ordering::SeqCst);
+        clocks
+    }
+}
+
 impl TagClocks {
+    /// Clocks mirroring a shared authority: they start at 0 and move only by [`TagClocks::observe`]
+    /// and [`TagClocks::apply`].
+    pub fn shared() -> Self {
+        TagClocks {
+            seq: AtomicU64::new(0),
+            purged_at: AtomicU64::new(0),
+            pruned_upto: AtomicU64::new(0),
+            clocks: DashMap::new(),
+            longest_life_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Raises the reading to `seq` (a tick seen in the shared authority); never lowers it.
+    pub fn observe(&self, seq: u64) {
+        self.seq.fetch_max(seq, Ordering::SeqCst);
+    }
+
+    /// Applies an invalidation made elsewhere: `tags` were invalidated at `tick`.
+    pub fn apply<I, T>(&self, tick: u64, tags: I)
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        let wall = now_ms();
+        for tag in tags {
+            self.clocks
+                .entry(tag.into())
+                .and_modify(|c| *c = (c.0.max(tick), wall))
+                .or_insert((tick, wall));
+        }
+        self.observe(tick);
+    }
+
+    /// Applies a `purge_all` made elsewhere at `tick`.
+    pub fn apply_purge(&self, tick: u64) {
+        self.purged_at.fetch_max(tick, Ordering::SeqCst);
+        self.observe(tick);
+    }
+
     /// The current reading; take it before running the handler whose result will be stored.
     pub fn now(&self) -> u64 {
         self.seq.load(Ordering::SeqCst)
@@ -68,7 +128,9 @@ impl TagClocks {
     where
         I: IntoIterator<Item = &'a str>,
     {
-        if self.purged_at.load(Ordering::SeqCst) > born {
+        if self.purged_at.load(Ordering::SeqCst) > born
+            || self.pruned_upto.load(Ordering::SeqCst) > born
+        {
             return false;
         }
         tags.into_iter()
@@ -85,7 +147,15 @@ impl TagClocks {
     pub fn prune(&self) -> usize {
         let horizon = now_ms().saturating_sub(self.longest_life_ms.load(Ordering::Relaxed) + 1000);
         let before = self.clocks.len();
-        self.clocks.retain(|_, (_, wall)| *wall >= horizon);
+        let mut dropped_max = 0;
+        self.clocks.retain(|_, (tick, wall)| {
+            let keep = *wall >= horizon;
+            if !keep {
+                dropped_max = dropped_max.max(*tick);
+            }
+            keep
+        });
+        self.pruned_upto.fetch_max(dropped_max, Ordering::SeqCst);
         before.saturating_sub(self.clocks.len())
     }
 
@@ -115,6 +185,47 @@ mod tests {
         assert!(clocks.is_valid(born, ["a"]));
         clocks.purge_all();
         assert!(!clocks.is_valid(born, ["a"]));
+    }
+
+    #[test]
+    fn a_fill_older_than_a_pruned_clock_is_still_rejected() {
+        let clocks = TagClocks::default();
+        let born = clocks.now(); // a handler starts and runs for a long time
+        clocks.invalidate(["a"]);
+        // Pretend every clock is past the horizon: no entry lives at all.
+        clocks.clocks.alter_all(|_, (tick, _)| (tick, 0));
+        assert_eq!(clocks.prune(), 1);
+        assert!(clocks.is_empty());
+        assert!(
+            !clocks.is_valid(born, ["a"]),
+            "the pruned invalidation still counts"
+        );
+        assert!(clocks.is_valid(clocks.now(), ["a"]));
+    }
+
+    #[test]
+    fn fresh_clocks_start_above_any_tick_of_an_earlier_process() {
+        let earlier = TagClocks::default();
+        let born = earlier.now();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        // A restarted process invalidates a tag an entry from the old one still carries.
+        let later = TagClocks::default();
+        later.invalidate(["a"]);
+        assert!(!later.is_valid(born, ["a"]));
+    }
+
+    #[test]
+    fn shared_clocks_follow_the_authority() {
+        let clocks = TagClocks::shared();
+        assert_eq!(clocks.now(), 0);
+        clocks.apply(7, ["a"]);
+        assert_eq!(clocks.now(), 7);
+        assert!(!clocks.is_valid(6, ["a"]));
+        assert!(clocks.is_valid(7, ["a", "b"]));
+        clocks.apply(5, ["a"]); // a late, older message never lowers a clock
+        assert!(!clocks.is_valid(6, ["a"]));
+        clocks.apply_purge(9);
+        assert!(!clocks.is_valid(8, ["b"]));
     }
 
     #[test]

@@ -238,3 +238,107 @@ async fn cache_control_and_expires_follow_the_policy() {
         assert!(res.headers().contains_key("expires"));
     }
 }
+
+#[actix_web::test]
+async fn a_handler_vary_the_policy_does_not_key_on_is_not_stored() {
+    // The handler varies on Accept-Language but the policy keys on nothing: storing would hand
+    // one language to everybody.
+    let uncovered = twice(
+        |n| {
+            Cached::new(
+                HttpResponse::Ok()
+                    .insert_header(("vary", "Accept-Language"))
+                    .body(format!("v{n}")),
+                policy(),
+            )
+        },
+        false,
+        &[],
+    )
+    .await;
+    bypassed(&uncovered);
+    bypassed(
+        &twice(
+            |_| {
+                Cached::new(
+                    HttpResponse::Ok().insert_header(("vary", "*")).body("x"),
+                    policy(),
+                )
+            },
+            false,
+            &[],
+        )
+        .await,
+    );
+    let covered = twice(
+        |n| {
+            Cached::new(
+                HttpResponse::Ok()
+                    .insert_header(("vary", "accept-language"))
+                    .body(format!("v{n}")),
+                policy().vary("Accept-Language"),
+            )
+        },
+        false,
+        &[("accept-language", "fr")],
+    )
+    .await;
+    assert_eq!(covered.0, ["MISS", "HIT"]);
+    assert_eq!(covered.1[1], "v1");
+}
+
+#[actix_web::test]
+async fn head_misses_are_answered_but_not_stored_and_304_is_only_for_2xx() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let app = test::init_service(
+        App::new()
+            .wrap(CacheMiddleware::new(Cache::memory()))
+            .route(
+                "/r",
+                web::route().to(move || {
+                    let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                    async move { Cached::new(HttpResponse::Ok().body(format!("v{n}")), policy()) }
+                }),
+            )
+            .route(
+                "/gone",
+                web::get().to(|| async {
+                    Cached::new(HttpResponse::NotFound().body("gone"), policy().status(404))
+                }),
+            ),
+    )
+    .await;
+    let head = cache_actix_tests::send(
+        &app,
+        test::TestRequest::default()
+            .method(actix_web::http::Method::HEAD)
+            .uri("/r"),
+    )
+    .await;
+    assert_eq!(head.x_cache(), "MISS");
+    let get = cache_actix_tests::send(&app, test::TestRequest::get().uri("/r")).await;
+    assert_eq!(
+        get.summary(),
+        (StatusCode::OK, "MISS".into(), "v2".into()),
+        "HEAD stored nothing"
+    );
+    let again = cache_actix_tests::send(&app, test::TestRequest::get().uri("/r")).await;
+    assert_eq!(again.summary(), (StatusCode::OK, "HIT".into(), "v2".into()));
+
+    let first = cache_actix_tests::send(&app, test::TestRequest::get().uri("/gone")).await;
+    let etag = first.header("etag").to_string();
+    assert!(!etag.is_empty());
+    let revalidated = cache_actix_tests::send(
+        &app,
+        test::TestRequest::get()
+            .uri("/gone")
+            .insert_header(("if-none-match", etag)),
+    )
+    .await;
+    assert_eq!(
+        revalidated.summary(),
+        (StatusCode::NOT_FOUND, "HIT".into(), "gone".into()),
+        "a stored 404 is replayed, never turned into a 304"
+    );
+}
