@@ -5,6 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The Redis tests start their own redis-server on a free loopback port; they fail without one.
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "== installing redis-server"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+redis-server --version
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
