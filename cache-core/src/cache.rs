@@ -5,14 +5,14 @@
 //! whose tags are valid by the clocks; `invalidate_tag` resolves only after the clock ticked, so
 //! every later lookup on this node rejects what was stored (or is being filled) under the tag.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::entry::{Entry, Freshness};
 use crate::flight::Flights;
 use crate::key::{CacheKey, PrimaryKey};
 use crate::stats::{Event, Recorder, Stats, Tier};
-use crate::store::{memory::MemoryStore, Record, Store, Variants};
+use crate::store::{memory::MemoryStore, ClockLink, Record, Store, Variants};
 use crate::tags::TagClocks;
 use crate::time::now_ms;
 use crate::CacheError;
@@ -38,7 +38,12 @@ struct Inner {
     l1: Option<MemoryStore>,
     l2: Option<Arc<dyn Store>>,
     namespace: String,
-    clocks: TagClocks,
+    clocks: Arc<TagClocks>,
+    /// Whether the L1 may be read and filled. Always true unless the L2 keeps the clocks and
+    /// cannot currently vouch that its invalidations reach this process.
+    l1_live: Arc<AtomicBool>,
+    /// Whether the L2 is the authority on tag clocks (Redis).
+    shared_clocks: bool,
     flights: Flights<Arc<Entry>>,
     stats: Recorder,
     stores_since_prune: AtomicU64,
@@ -114,12 +119,30 @@ impl CacheBuilder {
             (None, None) => Some(MemoryStore::new()),
             _ => self.l1,
         };
+        let shared_clocks = self.l2.as_ref().is_some_and(|l2| l2.keeps_clocks());
+        let clocks = Arc::new(if shared_clocks {
+            TagClocks::shared()
+        } else {
+            TagClocks::default()
+        });
+        // A shared-clock cache starts out of sync: its subscription is not up yet.
+        let l1_live = Arc::new(AtomicBool::new(!shared_clocks));
+        if let (true, Some(l2)) = (shared_clocks, &self.l2) {
+            l2.attach(ClockLink::new(
+                clocks.clone(),
+                l1.clone(),
+                l1_live.clone(),
+                self.namespace.clone(),
+            ));
+        }
         Cache {
             inner: Arc::new(Inner {
                 l1,
                 l2: self.l2,
                 namespace: self.namespace,
-                clocks: TagClocks::default(),
+                clocks,
+                l1_live,
+                shared_clocks,
                 flights: Flights::default(),
                 stats: Recorder::default(),
                 stores_since_prune: AtomicU64::new(0),
@@ -140,6 +163,17 @@ impl Cache {
     /// Starts a builder.
     pub fn builder() -> CacheBuilder {
         CacheBuilder::default()
+    }
+
+    /// Whether every invalidation made anywhere reaches this node right now. Always true
+    /// without a shared L2; with one, true once its subscription is up (and false while it is
+    /// down: the L1 is then empty and unused). A readiness probe can wait for it.
+    ///
+    /// ```
+    /// assert!(cache_core::Cache::memory().in_sync());
+    /// ```
+    pub fn in_sync(&self) -> bool {
+        self.inner.l1_live.load(Ordering::Acquire)
     }
 
     /// The namespace every key is built in.
@@ -218,11 +252,25 @@ impl Cache {
             .is_valid(entry.born, entry.tags.iter().map(String::as_str))
     }
 
+    /// The L1, if there is one and it may be used right now.
+    fn l1(&self) -> Option<&MemoryStore> {
+        self.inner
+            .l1
+            .as_ref()
+            .filter(|_| self.inner.l1_live.load(Ordering::Acquire))
+    }
+
     async fn get(&self, key: &CacheKey) -> Option<Record> {
-        if let Some(l1) = &self.inner.l1 {
-            if let Some(record) = l1.get_now(key) {
-                Tier::add(&self.inner.stats.l1.hits);
-                return Some(record);
+        if let Some(l1) = self.l1() {
+            match l1.get_now(key) {
+                // An invalidated copy here says nothing about the L2, which another node may
+                // have refilled since: drop it and look there.
+                Some(Record::Response(entry)) if !self.is_valid(&entry) => l1.remove_now(key),
+                Some(record) => {
+                    Tier::add(&self.inner.stats.l1.hits);
+                    return Some(record);
+                }
+                None => {}
             }
             Tier::add(&self.inner.stats.l1.misses);
         }
@@ -232,7 +280,9 @@ impl Cache {
             // record must cause a miss.
             Ok(Some(record)) if record.key() == key.as_bytes() => {
                 Tier::add(&self.inner.stats.l2.hits);
-                if let Some(l1) = &self.inner.l1 {
+                // The L2 checked the record against the shared clocks; the L1 copy expires with
+                // it and is checked against this node's clocks, which the subscription keeps up.
+                if let Some(l1) = self.l1() {
                     l1.put_now(key, record.clone());
                 }
                 Some(record)
@@ -249,20 +299,27 @@ impl Cache {
         }
     }
 
-    async fn put(&self, key: &CacheKey, record: Record) {
-        if let Some(l1) = &self.inner.l1 {
-            l1.put_now(key, record.clone());
-            Tier::add(&self.inner.stats.l1.stores);
-        }
+    /// Writes both tiers, the L2 first: a clock-keeping L2 may refuse the record as
+    /// invalidated, and then the L1 must not keep it either. `false` when refused.
+    async fn put(&self, key: &CacheKey, record: Record) -> bool {
         if let Some(l2) = &self.inner.l2 {
-            match l2.put(key, record).await {
+            match l2.put(key, record.clone()).await {
                 Ok(()) => Tier::add(&self.inner.stats.l2.stores),
+                Err(CacheError::Invalidated) => {
+                    tracing::debug!(key = ?key, "tag invalidated during fill (shared clocks); not storing");
+                    return false;
+                }
                 Err(err) => {
                     Tier::add(&self.inner.stats.l2.errors);
                     tracing::debug!(error = %err, "l2 store failed");
                 }
             }
         }
+        if let Some(l1) = self.l1() {
+            l1.put_now(key, record);
+            Tier::add(&self.inner.stats.l1.stores);
+        }
+        true
     }
 
     /// Stores a response for `primary` under `key` (equal to the primary's own key when the
@@ -299,7 +356,9 @@ impl Cache {
             self.put(&primary.cache_key(), Record::Variants(Arc::new(variants)))
                 .await;
         }
-        self.put(key, Record::Response(entry.clone())).await;
+        if !self.put(key, Record::Response(entry.clone())).await {
+            return None;
+        }
         self.record(Event::Store);
         tracing::debug!(key = ?key, status = entry.status, tags = ?entry.tags, "stored");
         if self
@@ -310,7 +369,7 @@ impl Cache {
             == PRUNE_EVERY - 1
         {
             self.inner.clocks.prune();
-            if let Some(l1) = &self.inner.l1 {
+            if let Some(l1) = self.l1() {
                 l1.reclaim_expired();
             }
         }
@@ -333,19 +392,47 @@ impl Cache {
         if tags.is_empty() {
             return Ok(());
         }
-        self.inner.clocks.invalidate(tags.iter().cloned());
         self.record(Event::Invalidation);
+        self.tick(&tags).await?;
         tracing::debug!(?tags, "invalidated tags");
         Ok(())
     }
 
+    /// One clock tick for `tags`: in the shared clocks when the L2 keeps them (then here, at the
+    /// tick they returned), else here. If the shared clocks cannot be reached, this node's L1 is
+    /// dropped and refuses every fill begun so far, and the error is returned.
+    async fn tick(&self, tags: &[String]) -> Result<(), CacheError> {
+        let Some(l2) = self.inner.l2.as_ref().filter(|_| self.inner.shared_clocks) else {
+            self.inner.clocks.invalidate(tags.iter().cloned());
+            return Ok(());
+        };
+        match l2.invalidate(tags).await {
+            Ok(tick) => {
+                self.inner.clocks.apply(tick, tags.iter().cloned());
+                Ok(())
+            }
+            Err(err) => Err(self.forget_local(err)),
+        }
+    }
+
+    /// After a failed shared invalidation: nothing stored on this node so far may be served.
+    fn forget_local(&self, err: CacheError) -> CacheError {
+        self.inner.clocks.purge_local();
+        if let Some(l1) = &self.inner.l1 {
+            l1.clear_now();
+        }
+        self.record(Event::Error);
+        tracing::warn!(error = %err, "shared invalidation failed; dropped this node's L1");
+        err
+    }
+
     /// Drops every variant of one resource (what a successful POST/PUT/PATCH/DELETE does to its URL).
     pub async fn purge_url(&self, primary: &PrimaryKey) -> Result<(), CacheError> {
-        self.inner.clocks.invalidate([primary.url_tag()]);
         self.record(Event::Invalidation);
         if let Some(l1) = &self.inner.l1 {
             l1.remove_now(&primary.cache_key());
         }
+        self.tick(&[primary.url_tag()]).await?;
         if let Some(l2) = &self.inner.l2 {
             l2.remove(&primary.cache_key()).await?;
         }
@@ -355,13 +442,22 @@ impl Cache {
 
     /// Drops everything this cache stored.
     pub async fn purge_all(&self) -> Result<(), CacheError> {
-        self.inner.clocks.purge_all();
         self.record(Event::Invalidation);
         if let Some(l1) = &self.inner.l1 {
             l1.clear_now();
         }
-        if let Some(l2) = &self.inner.l2 {
-            l2.clear().await?;
+        match &self.inner.l2 {
+            Some(l2) if self.inner.shared_clocks => match l2.purge_clocks().await {
+                Ok(tick) => self.inner.clocks.apply_purge(tick),
+                Err(err) => return Err(self.forget_local(err)),
+            },
+            Some(l2) => {
+                self.inner.clocks.purge_all();
+                l2.clear().await?;
+            }
+            None => {
+                self.inner.clocks.purge_all();
+            }
         }
         tracing::debug!("purged everything");
         Ok(())

@@ -24,6 +24,9 @@ pub enum CacheError {
     Config(String),
     /// A stored value could not be decoded.
     Corrupt(String),
+    /// A store that keeps tag clocks refused a fill: one of its tags was invalidated (or
+    /// everything was purged) after the fill began.
+    Invalidated,
 }
 
 impl fmt::Display for CacheError {
@@ -33,6 +36,7 @@ impl fmt::Display for CacheError {
             CacheError::Timeout => f.write_str("cache backend timed out"),
             CacheError::Config(msg) => write!(f, "invalid cache configuration: {msg}"),
             CacheError::Corrupt(msg) => write!(f, "corrupt cache value: {msg}"),
+            CacheError::Invalidated => f.write_str("invalidated while the response was computed"),
         }
     }
 }

@@ -15,6 +15,7 @@
 #[cfg(feature = "actix")]
 mod actix;
 pub mod cache;
+pub mod codec;
 pub mod entry;
 pub mod error;
 pub mod flight;
@@ -34,4 +35,6 @@ pub use key::{CacheKey, PrimaryKey, VariantBuilder};
 pub use policy::{parse_duration, CachePolicy, PolicyError, TagTemplate, Visibility};
 pub use stats::Event;
 pub use stats::{Stats, TierStats};
-pub use store::{memory::MemoryStore, Record, Store, Variants};
+#[cfg(feature = "redis")]
+pub use store::redis::RedisStore;
+pub use store::{memory::MemoryStore, ClockLink, Record, Store, Variants};

@@ -3,6 +3,8 @@
 //! What must stay true: every server a test starts listens on 127.0.0.1 only and stops when its
 //! handle is dropped.
 
+pub mod redis;
+
 use std::net::TcpListener;
 
 /// A port on 127.0.0.1 that nothing listens on right now.

@@ -4,13 +4,23 @@
 //! the [`crate::Cache`] checks every record's full key and its tag clock after reading it, so a
 //! store that returns a wrong or old record causes a miss, never a wrong answer.
 
+#[cfg(feature = "redis")]
+mod breaker;
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(feature = "redis")]
+mod redis_scripts;
+#[cfg(feature = "redis")]
+mod subscriber;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{CacheError, CacheKey, Entry, TierStats};
+use crate::tags::TagClocks;
+use crate::{CacheError, CacheKey, Entry, MemoryStore, TierStats};
 
 /// The list of headers a resource varies on, stored under its primary key so that a request can
 /// compute its variant key before it knows the response.
@@ -110,4 +120,115 @@ pub trait Store: Send + Sync + 'static {
     async fn clear(&self) -> Result<(), CacheError>;
     /// Entries, bytes and evictions as the store counts them.
     fn stats(&self) -> TierStats;
+
+    /// Whether this store keeps the tag clocks for every process that shares it (as
+    /// `RedisStore` does). Then it must check `born` and tags in [`Store::put`] and
+    /// [`Store::get`] against its own clocks (refusing a stale put with
+    /// [`CacheError::Invalidated`]), and implement [`Store::invalidate`],
+    /// [`Store::purge_clocks`] and [`Store::attach`]. A plain store keeps the default, `false`:
+    /// the [`crate::Cache`]'s own clocks are then the authority.
+    fn keeps_clocks(&self) -> bool {
+        false
+    }
+
+    /// Invalidates `tags` in the shared clocks as one tick, tells every attached process, and
+    /// returns the tick. Only called when [`Store::keeps_clocks`].
+    async fn invalidate(&self, _tags: &[String]) -> Result<u64, CacheError> {
+        Err(CacheError::Config("this store keeps no tag clocks".into()))
+    }
+
+    /// Invalidates everything stored so far, as one tick, and returns it. Only called when
+    /// [`Store::keeps_clocks`].
+    async fn purge_clocks(&self) -> Result<u64, CacheError> {
+        Err(CacheError::Config("this store keeps no tag clocks".into()))
+    }
+
+    /// Connects the store to a cache's clocks and L1, so that invalidations made by other
+    /// processes reach them. Called once, by [`crate::CacheBuilder::build`], when
+    /// [`Store::keeps_clocks`].
+    fn attach(&self, _link: ClockLink) {}
+}
+
+/// What a clock-keeping store reports to: one cache's tag clocks and its L1.
+///
+/// What must stay true: while the store cannot vouch that every invalidation reaches this
+/// process (its subscription is down), the L1 is empty and unused; when it can again, the L1
+/// starts empty and fills begun during the gap are refused.
+#[derive(Clone, Debug)]
+pub struct ClockLink {
+    clocks: Arc<TagClocks>,
+    l1: Option<MemoryStore>,
+    l1_live: Arc<AtomicBool>,
+    namespace: String,
+}
+
+impl ClockLink {
+    pub(crate) fn new(
+        clocks: Arc<TagClocks>,
+        l1: Option<MemoryStore>,
+        l1_live: Arc<AtomicBool>,
+        namespace: String,
+    ) -> ClockLink {
+        ClockLink {
+            clocks,
+            l1,
+            l1_live,
+            namespace,
+        }
+    }
+
+    /// The cache's namespace; a shared store keeps each namespace's keys and clocks apart.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The highest tick this process has seen.
+    pub fn seq(&self) -> u64 {
+        self.clocks.now()
+    }
+
+    /// A tick read from the shared clocks: fills that start now are born at least there.
+    pub fn observed(&self, seq: u64) {
+        self.clocks.observe(seq);
+    }
+
+    /// `tags` were invalidated at `tick` (by any process).
+    pub fn invalidated<I, T>(&self, tick: u64, tags: I)
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.clocks.apply(tick, tags);
+    }
+
+    /// Everything was purged at `tick`.
+    pub fn purged(&self, tick: u64) {
+        self.clocks.apply_purge(tick);
+        if let Some(l1) = &self.l1 {
+            l1.clear_now();
+        }
+    }
+
+    /// Invalidations may be missed from now on: drop the L1 and stop using it.
+    pub fn lost(&self) {
+        self.l1_live.store(false, Ordering::SeqCst);
+        self.forget_local();
+    }
+
+    /// Every invalidation reaches this process again, and the shared clocks stand at `seq`
+    /// (a tick taken after the subscription was made): empty the L1, refuse fills begun before,
+    /// and use the L1 again.
+    pub fn resumed(&self, seq: u64) {
+        self.forget_local();
+        self.clocks.observe(seq);
+        self.l1_live.store(true, Ordering::SeqCst);
+    }
+
+    /// Drops the L1 and makes every entry born up to now invalid on this node.
+    pub fn forget_local(&self) {
+        self.clocks.purge_local();
+        if let Some(l1) = &self.l1 {
+            l1.clear_now();
+        }
+    }
 }

@@ -1,12 +1,14 @@
 //! The product API server. In memory by default; tiered L1/L2 when `REDIS_URL` is set.
 //!
 //! Environment: `LISTEN_ADDR` (default `127.0.0.1:8080`), `CACHE_ADMIN_TOKEN` (enables `/admin`),
-//! `DB_LATENCY_MS` (default 200), `REDIS_URL`, `RUST_LOG` (e.g. `cache_core=debug`).
+//! `DB_LATENCY_MS` (default 200), `REDIS_URL` (tiered: L1 memory + L2 Redis), `CACHE_L1=off`
+//! (with `REDIS_URL`: L2 only, for measuring Redis hits), `CACHE_NAMESPACE`, `RUST_LOG`
+//! (e.g. `cache_core=debug`).
 
 use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
-use cache_actix::Cache;
+use cache_actix::{Cache, MemoryStore, RedisStore};
 use cache_actix_examples::products::{configure, Db};
 
 #[actix_web::main]
@@ -35,13 +37,24 @@ async fn main() -> std::io::Result<()> {
 }
 
 fn build_cache() -> std::io::Result<Cache> {
+    let namespace = std::env::var("CACHE_NAMESPACE").unwrap_or_else(|_| "products".to_string());
     match std::env::var("REDIS_URL") {
         Ok(url) if !url.is_empty() => {
-            // Tiered caching arrives with the Redis store; until then say so instead of
-            // pretending to share a cache.
-            tracing::warn!(%url, "REDIS_URL is set but this build has no Redis store yet; caching in memory");
-            Ok(Cache::memory())
+            // from_url does not connect: the server starts (and serves misses) with Redis down.
+            let l2 = RedisStore::from_url(&url)?;
+            let l1_off = std::env::var("CACHE_L1").is_ok_and(|v| v == "off");
+            let builder = Cache::builder().l2(l2).namespace(&namespace);
+            let builder = if l1_off {
+                builder
+            } else {
+                builder.l1(MemoryStore::new())
+            };
+            tracing::info!(l1 = !l1_off, "tiered cache on Redis");
+            Ok(builder.build())
         }
-        _ => Ok(Cache::memory()),
+        _ => Ok(Cache::builder()
+            .l1(MemoryStore::new())
+            .namespace(&namespace)
+            .build()),
     }
 }

@@ -1,0 +1,379 @@
+//! The versioned binary encoding of a [`Record`], as shared stores (Redis) keep it.
+//!
+//! Layout: `b"CAR"`, a version byte, a kind byte (1 response, 2 variant list), the fields in a
+//! fixed order (integers little-endian; byte strings as a `u32` length and the bytes), then an
+//! xxh3-64 checksum of everything before it. Hand-written rather than serde + a binary codec:
+//! the format is small and fixed, every length is checked against what remains before anything
+//! is allocated, and it adds no dependency whose own format could change under us.
+//!
+//! What must stay true: [`decode`] never panics and never allocates more than the input's length
+//! for any input; a truncated, mutated, foreign or future-version value is an `Err`, so the
+//! caller treats it as a miss. A new field means a new version number, never a silent reinterpretation.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::store::{Record, Variants};
+use crate::{CacheError, Entry, Visibility};
+
+const MAGIC: &[u8; 3] = b"CAR";
+/// The format written today. Readers reject every other version.
+pub const VERSION: u8 = 1;
+const KIND_RESPONSE: u8 = 1;
+const KIND_VARIANTS: u8 = 2;
+const CHECKSUM_LEN: usize = 8;
+
+/// Encodes a record.
+///
+/// ```
+/// use cache_core::{codec, Entry, PrimaryKey, Record};
+/// let key = PrimaryKey::new("", b"h", b"/", b"").cache_key();
+/// let record = Record::Response(Entry::new(key.bytes(), 200, vec![], "hi".into(), 1, 2).into());
+/// assert_eq!(codec::decode(&codec::encode(&record)).unwrap(), record);
+/// assert!(codec::decode(b"not ours").is_err());
+/// ```
+pub fn encode(record: &Record) -> Vec<u8> {
+    let mut out = Vec::with_capacity(record.payload_bytes() + 128);
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    match record {
+        Record::Response(e) => {
+            out.push(KIND_RESPONSE);
+            put_bytes(&mut out, &e.key);
+            out.extend_from_slice(&e.status.to_le_bytes());
+            put_len(&mut out, e.headers.len());
+            for (name, value) in &e.headers {
+                put_bytes(&mut out, name.as_bytes());
+                put_bytes(&mut out, value);
+            }
+            put_bytes(&mut out, &e.body);
+            put_bytes(&mut out, e.etag.as_bytes());
+            for n in [
+                e.stored_at_ms,
+                e.fresh_until_ms,
+                e.stale_while_revalidate_ms,
+                e.stale_if_error_ms,
+                e.born,
+            ] {
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            put_strings(&mut out, &e.tags);
+            put_strings(&mut out, &e.vary);
+            out.push(match e.visibility {
+                Visibility::Unspecified => 0,
+                Visibility::Public => 1,
+                Visibility::Private => 2,
+            });
+            match e.max_age_secs {
+                Some(secs) => {
+                    out.push(1);
+                    out.extend_from_slice(&secs.to_le_bytes());
+                }
+                None => out.push(0),
+            }
+            out.push(u8::from(e.shares_authorized));
+        }
+        Record::Variants(v) => {
+            out.push(KIND_VARIANTS);
+            put_bytes(&mut out, &v.key);
+            put_strings(&mut out, &v.vary);
+            out.extend_from_slice(&v.expires_at_ms.to_le_bytes());
+        }
+    }
+    let sum = xxhash_rust::xxh3::xxh3_64(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
+    out
+}
+
+/// Decodes what [`encode`] wrote; anything else is `Err(CacheError::Corrupt)`.
+pub fn decode(bytes: &[u8]) -> Result<Record, CacheError> {
+    let body_len = bytes
+        .len()
+        .checked_sub(CHECKSUM_LEN)
+        .ok_or_else(|| corrupt("shorter than a checksum"))?;
+    let (body, sum) = bytes.split_at(body_len);
+    let mut expected = [0u8; CHECKSUM_LEN];
+    expected.copy_from_slice(sum);
+    if xxhash_rust::xxh3::xxh3_64(body) != u64::from_le_bytes(expected) {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let mut r = Reader { rest: body };
+    if r.take(3)? != MAGIC {
+        return Err(corrupt("not a cache-actix record"));
+    }
+    let version = r.u8()?;
+    if version != VERSION {
+        return Err(corrupt(&format!("unknown format version {version}")));
+    }
+    let record = match r.u8()? {
+        KIND_RESPONSE => Record::Response(Arc::new(r.entry()?)),
+        KIND_VARIANTS => Record::Variants(Arc::new(Variants {
+            key: Arc::from(r.bytes()?),
+            vary: Arc::from(r.strings()?),
+            expires_at_ms: r.u64()?,
+        })),
+        kind => return Err(corrupt(&format!("unknown record kind {kind}"))),
+    };
+    if !r.rest.is_empty() {
+        return Err(corrupt("trailing bytes"));
+    }
+    Ok(record)
+}
+
+fn corrupt(why: &str) -> CacheError {
+    CacheError::Corrupt(why.to_string())
+}
+
+fn put_len(out: &mut Vec<u8>, len: usize) {
+    // Records are bounded by max_body_bytes and the key limit, far below 4 GiB; a larger one
+    // would be cut to a length that fails the checksum-protected decode rather than wrap.
+    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_len(out, bytes.len());
+    out.extend_from_slice(bytes);
+}
+
+fn put_strings(out: &mut Vec<u8>, items: &[String]) {
+    put_len(out, items.len());
+    for item in items {
+        put_bytes(out, item.as_bytes());
+    }
+}
+
+/// A cursor that checks every length against what remains before taking it.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CacheError> {
+        if n > self.rest.len() {
+            return Err(corrupt("truncated"));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, CacheError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, CacheError> {
+        let mut b = [0u8; 2];
+        b.copy_from_slice(self.take(2)?);
+        Ok(u16::from_le_bytes(b))
+    }
+
+    fn u32(&mut self) -> Result<u32, CacheError> {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn u64(&mut self) -> Result<u64, CacheError> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], CacheError> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+
+    fn string(&mut self) -> Result<String, CacheError> {
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| corrupt("text is not UTF-8"))
+    }
+
+    /// A count of items each at least `min_item` bytes long, checked against what remains so
+    /// that a forged count cannot make us reserve memory the input does not back.
+    fn count(&mut self, min_item: usize) -> Result<usize, CacheError> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min_item) > self.rest.len() {
+            return Err(corrupt("count exceeds the value"));
+        }
+        Ok(n)
+    }
+
+    fn strings(&mut self) -> Result<Vec<String>, CacheError> {
+        let n = self.count(4)?;
+        (0..n).map(|_| self.string()).collect()
+    }
+
+    fn entry(&mut self) -> Result<Entry, CacheError> {
+        let key: Arc<[u8]> = Arc::from(self.bytes()?);
+        let status = self.u16()?;
+        if !(100..=999).contains(&status) {
+            return Err(corrupt("status out of range"));
+        }
+        let n = self.count(8)?;
+        let mut headers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let name = self.string()?;
+            let value = Bytes::copy_from_slice(self.bytes()?);
+            headers.push((name, value));
+        }
+        let body = Bytes::copy_from_slice(self.bytes()?);
+        let etag = self.string()?;
+        let stored_at_ms = self.u64()?;
+        let fresh_until_ms = self.u64()?;
+        let stale_while_revalidate_ms = self.u64()?;
+        let stale_if_error_ms = self.u64()?;
+        let born = self.u64()?;
+        let tags = self.strings()?;
+        let vary = self.strings()?;
+        let visibility = match self.u8()? {
+            0 => Visibility::Unspecified,
+            1 => Visibility::Public,
+            2 => Visibility::Private,
+            _ => return Err(corrupt("unknown visibility")),
+        };
+        let max_age_secs = match self.u8()? {
+            0 => None,
+            1 => Some(self.u64()?),
+            _ => return Err(corrupt("bad max-age flag")),
+        };
+        let shares_authorized = match self.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(corrupt("bad flag")),
+        };
+        let mut entry = Entry::new(key, status, headers, body, stored_at_ms, fresh_until_ms);
+        entry.etag = etag;
+        entry.stale_while_revalidate_ms = stale_while_revalidate_ms;
+        entry.stale_if_error_ms = stale_if_error_ms;
+        entry.born = born;
+        entry.tags = tags;
+        entry.vary = Arc::from(vary);
+        entry.visibility = visibility;
+        entry.max_age_secs = max_age_secs;
+        entry.shares_authorized = shares_authorized;
+        Ok(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PrimaryKey;
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    fn sample() -> Vec<Record> {
+        let primary = PrimaryKey::new("ns", b"host", b"/p/1", b"a=1");
+        let mut e = Entry::new(
+            primary.cache_key().bytes(),
+            203,
+            vec![
+                (
+                    "content-type".into(),
+                    Bytes::from_static(b"application/json"),
+                ),
+                ("x-raw".into(), Bytes::from_static(b"\xff\x00v")),
+            ],
+            Bytes::from(vec![7u8; 300]),
+            1_700_000_000_000,
+            1_700_000_030_000,
+        );
+        e.stale_while_revalidate_ms = 5_000;
+        e.stale_if_error_ms = 60_000;
+        e.born = 42;
+        e.tags = vec![
+            "products".into(),
+            "product:1".into(),
+            "\u{0}url:00ff".into(),
+        ];
+        e.vary = Arc::from(vec!["authorization".to_string()]);
+        e.visibility = Visibility::Private;
+        e.max_age_secs = Some(10);
+        e.shares_authorized = true;
+        let v = Variants {
+            key: primary.cache_key().bytes(),
+            vary: Arc::from(vec!["accept".to_string(), "authorization".to_string()]),
+            expires_at_ms: 99,
+        };
+        vec![
+            Record::Response(Arc::new(e)),
+            Record::Variants(Arc::new(v)),
+            Record::Response(Arc::new(Entry::new(
+                Arc::from(vec![]),
+                200,
+                vec![],
+                Bytes::new(),
+                0,
+                0,
+            ))),
+        ]
+    }
+
+    #[test]
+    fn every_field_survives_a_round_trip() {
+        for record in sample() {
+            assert_eq!(decode(&encode(&record)), Ok(record));
+        }
+    }
+
+    #[test]
+    fn other_versions_and_kinds_are_rejected() {
+        for record in sample() {
+            let mut bytes = encode(&record);
+            bytes[3] = VERSION + 1; // a future writer
+            let body = bytes.len() - CHECKSUM_LEN;
+            let sum = xxhash_rust::xxh3::xxh3_64(&bytes[..body]).to_le_bytes();
+            bytes[body..].copy_from_slice(&sum);
+            assert!(matches!(decode(&bytes), Err(CacheError::Corrupt(m)) if m.contains("version")));
+        }
+    }
+
+    /// Property: every truncation and every single-byte mutation of a valid value is rejected,
+    /// and random bytes never decode or panic.
+    #[test]
+    fn truncated_mutated_and_random_bytes_are_errors_not_panics() {
+        let mut rng = StdRng::seed_from_u64(0x00ca_c4e5);
+        for record in sample() {
+            let bytes = encode(&record);
+            for len in 0..bytes.len() {
+                assert!(decode(&bytes[..len]).is_err(), "truncated at {len}");
+            }
+            for _ in 0..5_000 {
+                let mut mutated = bytes.clone();
+                let i = rng.gen_range(0..mutated.len());
+                mutated[i] ^= rng.gen_range(1..=255u8);
+                assert!(decode(&mutated).is_err(), "mutation at {i} accepted");
+            }
+        }
+        for _ in 0..50_000 {
+            let len = rng.gen_range(0..512);
+            let bytes: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            assert!(decode(&bytes).is_err());
+        }
+    }
+
+    /// Property: a value whose checksum is right but whose fields are garbage (a forged or
+    /// buggy writer) is still an error, never a panic or a huge allocation.
+    #[test]
+    fn well_checksummed_garbage_is_rejected_without_panicking() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let valid = encode(&sample()[0]);
+        for _ in 0..20_000 {
+            let mut body: Vec<u8> = valid[..valid.len() - CHECKSUM_LEN].to_vec();
+            for _ in 0..rng.gen_range(1..4) {
+                let i = rng.gen_range(5..body.len());
+                body[i] = rng.gen();
+            }
+            if rng.gen_bool(0.3) {
+                let cut = rng.gen_range(5..body.len());
+                body.truncate(cut);
+            }
+            let sum = xxhash_rust::xxh3::xxh3_64(&body).to_le_bytes();
+            body.extend_from_slice(&sum);
+            // Either an error, or a record that re-encodes to exactly these bytes.
+            if let Ok(record) = decode(&body) {
+                assert_eq!(encode(&record), body);
+            }
+        }
+    }
+}
