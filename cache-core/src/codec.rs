@@ -88,6 +88,13 @@ pub fn encode(record: &Record) -> Vec<u8> {
 
 /// Decodes what [`encode`] wrote; anything else is `Err(CacheError::Corrupt)`.
 pub fn decode(bytes: &[u8]) -> Result<Record, CacheError> {
+    decode_shared(&Bytes::copy_from_slice(bytes))
+}
+
+/// As [`decode`], but the body shares `bytes`' buffer instead of being copied (the hit path of
+/// a shared store, which owns the value it read).
+pub fn decode_shared(shared: &Bytes) -> Result<Record, CacheError> {
+    let bytes: &[u8] = shared;
     let body_len = bytes
         .len()
         .checked_sub(CHECKSUM_LEN)
@@ -98,7 +105,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, CacheError> {
     if xxhash_rust::xxh3::xxh3_64(body) != u64::from_le_bytes(expected) {
         return Err(corrupt("checksum mismatch"));
     }
-    let mut r = Reader { rest: body };
+    let mut r = Reader {
+        rest: body,
+        whole: shared,
+    };
     if r.take(3)? != MAGIC {
         return Err(corrupt("not a cache-actix record"));
     }
@@ -146,6 +156,8 @@ fn put_strings(out: &mut Vec<u8>, items: &[String]) {
 /// A cursor that checks every length against what remains before taking it.
 struct Reader<'a> {
     rest: &'a [u8],
+    /// The buffer `rest` points into, to hand out the body without copying it.
+    whole: &'a Bytes,
 }
 
 impl<'a> Reader<'a> {
@@ -217,7 +229,7 @@ impl<'a> Reader<'a> {
             let value = Bytes::copy_from_slice(self.bytes()?);
             headers.push((name, value));
         }
-        let body = Bytes::copy_from_slice(self.bytes()?);
+        let body = self.whole.slice_ref(self.bytes()?);
         let etag = self.string()?;
         let stored_at_ms = self.u64()?;
         let fresh_until_ms = self.u64()?;

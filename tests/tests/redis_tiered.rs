@@ -19,7 +19,14 @@ struct Db {
 }
 
 fn node(url: &str, namespace: &str, l1: bool) -> Cache {
-    let store = RedisStore::from_url(url).unwrap_or_else(|e| panic!("redis url: {e}"));
+    node_with(url, namespace, l1, false)
+}
+
+/// A node; `strict` checks every L2 read against the clocks in Redis instead of the local mirror.
+fn node_with(url: &str, namespace: &str, l1: bool, strict: bool) -> Cache {
+    let store = RedisStore::from_url(url)
+        .unwrap_or_else(|e| panic!("redis url: {e}"))
+        .strict_reads(strict);
     let builder = Cache::builder().l2(store).namespace(namespace);
     let builder = if l1 {
         builder.l1(MemoryStore::new())
@@ -82,11 +89,20 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[actix_web::test]
 async fn a_fill_on_one_node_is_a_hit_on_another_and_one_invalidation_reaches_both() {
+    fill_hit_invalidate(false).await;
+}
+
+#[actix_web::test]
+async fn the_same_with_every_l2_read_checked_in_redis() {
+    fill_hit_invalidate(true).await;
+}
+
+async fn fill_hit_invalidate(strict: bool) {
     let redis = RedisServer::start();
     let db = Arc::new(Db::default());
     let (cache_a, cache_b) = (
-        node(&redis.url(), "shop", true),
-        node(&redis.url(), "shop", true),
+        node_with(&redis.url(), "shop", true, strict),
+        node_with(&redis.url(), "shop", true, strict),
     );
     synced(&cache_a).await;
     synced(&cache_b).await;
@@ -160,7 +176,7 @@ async fn a_fill_on_one_node_is_a_hit_on_another_and_one_invalidation_reaches_bot
     }
     delays.sort();
     println!(
-        "propagation delay over 100 trials: p50 {:?}, p99 {:?}, max {:?}",
+        "propagation delay (strict reads: {strict}) over 100 trials: p50 {:?}, p99 {:?}, max {:?}",
         percentile(&delays, 0.5),
         percentile(&delays, 0.99),
         delays[delays.len() - 1]
@@ -264,9 +280,18 @@ async fn separate_namespaces_share_nothing() {
 
 #[actix_web::test]
 async fn garbage_over_every_value_never_reaches_a_client() {
+    garbage(false).await;
+}
+
+#[actix_web::test]
+async fn garbage_never_reaches_a_client_with_reads_checked_in_redis() {
+    garbage(true).await;
+}
+
+async fn garbage(strict: bool) {
     let redis = RedisServer::start();
     let db = Arc::new(Db::default());
-    let cache_a = node(&redis.url(), "junk", true);
+    let cache_a = node_with(&redis.url(), "junk", true, strict);
     synced(&cache_a).await;
     let a = app(cache_a.clone(), db.clone()).await;
     for id in 0..20 {
@@ -301,7 +326,7 @@ async fn garbage_over_every_value_never_reaches_a_client() {
         }
     }
     // A fresh node has no L1 to hide behind: everything comes from (garbage) Redis or the handler.
-    let cache_b = node(&redis.url(), "junk", true);
+    let cache_b = node_with(&redis.url(), "junk", true, strict);
     synced(&cache_b).await;
     let b = app(cache_b.clone(), db.clone()).await;
     for round in 0..3 {
@@ -408,4 +433,36 @@ async fn a_redis_that_never_was_is_a_cache_that_always_misses() {
     assert_eq!(db.calls.load(Ordering::SeqCst), 20);
     assert!(cache.invalidate_tag("products").await.is_err());
     assert!(cache.purge_all().await.is_err());
+}
+
+#[actix_web::test]
+async fn with_strict_reads_an_l2_only_node_sees_an_invalidation_on_its_very_next_read() {
+    let redis = RedisServer::start();
+    let db = Arc::new(Db::default());
+    let writer = node(&redis.url(), "strict", true);
+    let reader = node_with(&redis.url(), "strict", false, true);
+    synced(&writer).await;
+    synced(&reader).await;
+    let b = app(reader.clone(), db.clone()).await;
+    for round in 0..50 {
+        let path = format!("/p/{round}");
+        get(&b, &path).await;
+        assert_eq!(get(&b, &path).await.x_cache(), "HIT");
+        db.version.store(round + 1, Ordering::SeqCst);
+        writer
+            .invalidate_tag("products")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // No waiting for pub/sub: the read itself checks the clock in Redis.
+        let after = get(&b, &path).await;
+        assert_eq!(
+            after.summary(),
+            (
+                StatusCode::OK,
+                "MISS".into(),
+                format!("{round}:v{}", round + 1)
+            ),
+            "round {round}"
+        );
+    }
 }

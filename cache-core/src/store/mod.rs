@@ -182,6 +182,11 @@ impl ClockLink {
         &self.namespace
     }
 
+    /// Whether every invalidation reaches this process right now (the subscription is up).
+    pub fn in_sync(&self) -> bool {
+        self.l1_live.load(Ordering::Acquire)
+    }
+
     /// The highest tick this process has seen.
     pub fn seq(&self) -> u64 {
         self.clocks.now()

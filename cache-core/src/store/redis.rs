@@ -1,24 +1,27 @@
 //! [`RedisStore`]: the shared L2 tier on deadpool-redis, and the authority on tag clocks for
 //! every process that shares it.
 //!
-//! Every call runs on the store's own small Tokio runtime (one thread), under a time limit
-//! (default 50 ms), behind a circuit breaker. That runtime owns the sockets, so the store works
-//! the same from any actix worker, any test runtime, or none. Every read, write and
-//! invalidation is one Lua script: one round trip, atomic in Redis (see `redis_scripts`).
+//! Every call runs under a time limit (default 50 ms), behind a circuit breaker, on a
+//! multiplexed connection kept per thread: an actix worker talks to Redis from its own thread,
+//! with no hop to another one (a hop cost more than the Redis call itself in measurements).
+//! The store also owns a small Tokio runtime (one thread) for the invalidation subscription and
+//! for calls made outside any Tokio runtime. Every read, write and invalidation is one Lua
+//! script: one round trip, atomic in Redis (see `redis_scripts`).
 //!
 //! What must stay true: a Redis failure of any kind (down, slow, restarted, garbage values) is
 //! an `Err` or a miss, never a panic and never a wrong answer; `invalidate` is `Ok` only once
 //! Redis has ticked the clocks, which every later read checks.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_redis::redis::{self, aio::MultiplexedConnection, Script, Value};
-use deadpool_redis::{Config, Pool, PoolConfig, Runtime};
+use deadpool_redis::{Pool, Runtime};
 use tokio::sync::Notify;
 
 use super::breaker::Breaker;
@@ -29,7 +32,8 @@ use crate::{codec, CacheError, CacheKey, TierStats};
 
 /// Default limit on each Redis call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
-/// Default number of multiplexed connections (each carries many calls at once).
+/// Default most connections deadpool opens at once (each thread keeps one multiplexed
+/// connection, which carries many calls at once).
 pub const DEFAULT_POOL_SIZE: usize = 4;
 
 /// A Redis-backed [`Store`]: the L2 that many processes share.
@@ -54,16 +58,24 @@ pub struct RedisStore {
     runtime: Option<tokio::runtime::Runtime>,
 }
 
-/// What the calls running on the store's runtime share.
+static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Connections kept by this thread: (store id, the store's liveness, connection). Taken out
+    /// of deadpool's pool once and kept, because each `Pool::get` costs deadpool's recycling
+    /// `PING`, a second round trip on every hit.
+    static KEPT: RefCell<Vec<(u64, Weak<()>, MultiplexedConnection)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What every call of one store shares.
 pub(crate) struct Shared {
     pub(crate) url: String,
     pool: Pool,
-    /// Multiplexed connections taken from the pool and kept: handing one out per call would
-    /// cost deadpool's recycling `PING`, a second round trip on every hit.
-    connections: Vec<Mutex<Option<MultiplexedConnection>>>,
-    next: AtomicUsize,
-    timeout: Duration,
-    namespace: String,
+    /// Distinguishes this store's connections in the per-thread table.
+    id: u64,
+    /// Dropped with the store, so that the per-thread table can drop its connections.
+    alive: Arc<()>,
+    options: Options,
     keys: OnceLock<Keys>,
     breaker: Breaker,
     pub(crate) link: OnceLock<ClockLink>,
@@ -76,6 +88,26 @@ pub(crate) struct Shared {
     pub(crate) tick: Script,
     errors: AtomicU64,
     corrupt: AtomicU64,
+}
+
+/// What the builder methods set.
+#[derive(Debug, Clone)]
+struct Options {
+    pool_size: usize,
+    timeout: Duration,
+    namespace: String,
+    strict_reads: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            pool_size: DEFAULT_POOL_SIZE,
+            timeout: DEFAULT_TIMEOUT,
+            namespace: String::new(),
+            strict_reads: false,
+        }
+    }
 }
 
 /// The Redis names of one namespace.
@@ -134,8 +166,8 @@ impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("url", &redacted(&self.shared.url))
-            .field("namespace", &self.shared.namespace)
-            .field("timeout", &self.shared.timeout)
+            .field("namespace", &self.shared.options.namespace)
+            .field("timeout", &self.shared.options.timeout)
             .field("circuit_open", &self.shared.breaker.is_open())
             .finish()
     }
@@ -155,40 +187,37 @@ impl RedisStore {
     /// A store for the Redis at `url` (`redis://[:password@]host:port[/db]`). Fails only on a
     /// malformed URL; it does not connect.
     pub fn from_url(url: &str) -> Result<RedisStore, CacheError> {
-        RedisStore::build(url, DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT, String::new())
+        RedisStore::build(url, Options::default())
     }
 
-    fn build(
-        url: &str,
-        pool_size: usize,
-        timeout: Duration,
-        namespace: String,
-    ) -> Result<RedisStore, CacheError> {
-        redis::parse_redis_url(url)
-            .ok_or_else(|| CacheError::Config(format!("not a Redis URL: {}", redacted(url))))?;
-        let pool_size = pool_size.max(1);
-        let mut config = Config::from_url(url);
-        config.pool = Some(PoolConfig::new(pool_size));
+    fn build(url: &str, options: Options) -> Result<RedisStore, CacheError> {
+        use redis::IntoConnectionInfo;
+        let bad_url = |_| CacheError::Config(format!("not a Redis URL: {}", redacted(url)));
+        redis::parse_redis_url(url).ok_or_else(|| bad_url(()))?;
+        // Small calls must leave at once rather than wait for the previous one's ACK (Nagle).
+        let info = url
+            .into_connection_info()
+            .map_err(|_| bad_url(()))?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("cache-actix-redis")
             .enable_all()
             .build()
             .map_err(|e| CacheError::Config(format!("cannot start the Redis runtime: {e}")))?;
-        let pool = {
-            let _inside = runtime.enter();
-            config
-                .create_pool(Some(Runtime::Tokio1))
-                .map_err(|e| CacheError::Config(format!("Redis pool: {e}")))?
-        };
+        let manager = deadpool_redis::Manager::new(info).map_err(|_| bad_url(()))?;
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| CacheError::Config(format!("Redis pool: {e}")))?;
         Ok(RedisStore {
             shared: Arc::new(Shared {
                 url: url.to_string(),
                 pool,
-                connections: (0..pool_size).map(|_| Mutex::new(None)).collect(),
-                next: AtomicUsize::new(0),
-                timeout,
-                namespace,
+                id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
+                alive: Arc::new(()),
+                options,
                 keys: OnceLock::new(),
                 breaker: Breaker::new(5, Duration::from_millis(500)),
                 link: OnceLock::new(),
@@ -205,10 +234,12 @@ impl RedisStore {
         })
     }
 
-    /// Rebuilds with a new option; only callable before the store is attached to a cache.
-    fn rebuild(self, pool_size: usize, timeout: Duration, namespace: String) -> RedisStore {
+    /// Rebuilds with changed options (the builder methods run before the store is in use).
+    fn with(self, change: impl FnOnce(&mut Options)) -> RedisStore {
+        let mut options = self.shared.options.clone();
+        change(&mut options);
         let url = self.shared.url.clone();
-        match RedisStore::build(&url, pool_size, timeout, namespace) {
+        match RedisStore::build(&url, options) {
             Ok(store) => store,
             // The URL was accepted once and a runtime started once; keep the working store.
             Err(err) => {
@@ -219,22 +250,50 @@ impl RedisStore {
     }
 
     /// Limit on each call (default 50 ms). A call that takes longer is a miss.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let store = cache_core::RedisStore::from_url("redis://127.0.0.1")?.timeout(Duration::from_millis(20));
+    /// # Ok::<(), cache_core::CacheError>(())
+    /// ```
     pub fn timeout(self, timeout: Duration) -> RedisStore {
-        let (size, ns) = (self.shared.connections.len(), self.shared.namespace.clone());
-        self.rebuild(size, timeout, ns)
+        self.with(|o| o.timeout = timeout)
     }
 
-    /// Number of multiplexed connections (default 4).
+    /// Most connections opened at once (default 4; each thread keeps one multiplexed connection).
+    ///
+    /// ```
+    /// let store = cache_core::RedisStore::from_url("redis://127.0.0.1")?.pool_size(8);
+    /// # Ok::<(), cache_core::CacheError>(())
+    /// ```
     pub fn pool_size(self, size: usize) -> RedisStore {
-        let (timeout, ns) = (self.shared.timeout, self.shared.namespace.clone());
-        self.rebuild(size, timeout, ns)
+        self.with(|o| o.pool_size = size)
     }
 
     /// A prefix that keeps this store's keys, clocks and messages apart from every other
     /// namespace on the same Redis (combined with the cache's own namespace).
+    ///
+    /// ```
+    /// let store = cache_core::RedisStore::from_url("redis://127.0.0.1")?.namespace("shop");
+    /// # Ok::<(), cache_core::CacheError>(())
+    /// ```
     pub fn namespace(self, namespace: &str) -> RedisStore {
-        let (size, timeout) = (self.shared.connections.len(), self.shared.timeout);
-        self.rebuild(size, timeout, namespace.to_string())
+        self.with(|o| o.namespace = namespace.to_string())
+    }
+
+    /// Check every L2 read against the tag clocks in Redis (a Lua script) instead of this
+    /// node's mirror of them. Off by default: the mirror is current within the pub/sub
+    /// propagation delay (the invalidation contract), and a plain `HGET` measured about twice
+    /// the hit throughput. On, an invalidation is seen by the next L2 read on every node at once;
+    /// L1 copies still follow pub/sub. While the subscription is down, reads are checked in
+    /// Redis either way.
+    ///
+    /// ```
+    /// let store = cache_core::RedisStore::from_url("redis://127.0.0.1")?.strict_reads(true);
+    /// # Ok::<(), cache_core::CacheError>(())
+    /// ```
+    pub fn strict_reads(self, strict: bool) -> RedisStore {
+        self.with(|o| o.strict_reads = strict)
     }
 
     /// The pattern matching every Redis key this store writes (after it is attached to a cache).
@@ -242,7 +301,8 @@ impl RedisStore {
         self.shared.keys.get().map(Keys::pattern)
     }
 
-    /// Runs `f` on the store's runtime, under the breaker and the time limit.
+    /// Runs `f` under the breaker and the time limit: on the caller's Tokio runtime when there
+    /// is one (no thread hop), else on the store's own.
     async fn call<T, F, Fut>(&self, f: F) -> Result<T, CacheError>
     where
         T: Send + 'static,
@@ -253,19 +313,25 @@ impl RedisStore {
         if !shared.breaker.allow() {
             return Err(CacheError::Backend("circuit open: Redis is failing".into()));
         }
-        let runtime = self
-            .runtime
-            .as_ref()
-            .ok_or_else(|| CacheError::Backend("Redis runtime stopped".into()))?;
-        let timeout = shared.timeout;
+        let timeout = shared.options.timeout;
         let work = f(shared.clone());
-        let outcome = runtime
-            .spawn(async move { tokio::time::timeout(timeout, work).await })
-            .await;
-        let result = match outcome {
-            Ok(Ok(result)) => result,
-            Ok(Err(_elapsed)) => Err(CacheError::Timeout),
-            Err(join) => Err(CacheError::Backend(format!("Redis call aborted: {join}"))),
+        let result = if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::time::timeout(timeout, work)
+                .await
+                .unwrap_or(Err(CacheError::Timeout))
+        } else {
+            let runtime = self
+                .runtime
+                .as_ref()
+                .ok_or_else(|| CacheError::Backend("Redis runtime stopped".into()))?;
+            match runtime
+                .spawn(async move { tokio::time::timeout(timeout, work).await })
+                .await
+            {
+                Ok(Ok(result)) => result,
+                Ok(Err(_elapsed)) => Err(CacheError::Timeout),
+                Err(join) => Err(CacheError::Backend(format!("Redis call aborted: {join}"))),
+            }
         };
         match &result {
             Ok(_) | Err(CacheError::Corrupt(_)) | Err(CacheError::Invalidated) => {
@@ -277,6 +343,58 @@ impl RedisStore {
             }
         }
         result
+    }
+
+    /// The hit path while subscribed: one `HGET`, checked against this node's clocks (a mirror of
+    /// the shared ones, current within the propagation delay) by the [`crate::Cache`]. While not
+    /// subscribed the mirror may lag, and `get` checks in Redis with the `GET` script instead.
+    async fn get_checked_here(
+        &self,
+        key: &CacheKey,
+        record_key: String,
+    ) -> Result<Option<Record>, CacheError> {
+        let reply = self
+            .call(move |shared| async move {
+                let (mut conn, _) = shared.connection().await?;
+                let reply = redis::cmd("HGET")
+                    .arg(&record_key)
+                    .arg("v")
+                    .query_async::<Option<Vec<u8>>>(&mut conn)
+                    .await;
+                match reply {
+                    Ok(bytes) => Ok(bytes),
+                    Err(err) if err.code() == Some("WRONGTYPE") => {
+                        Err(CacheError::Corrupt(format!("{err}")))
+                    }
+                    Err(err) => {
+                        if err.is_io_error() || err.is_connection_dropped() {
+                            shared.drop_connection();
+                        }
+                        Err(CacheError::Backend(format!("Redis: {err}")))
+                    }
+                }
+            })
+            .await;
+        let bytes = match reply {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
+            Err(err) => {
+                if matches!(err, CacheError::Corrupt(_)) {
+                    self.shared.corrupt.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.remove(key).await;
+                }
+                return Err(err);
+            }
+        };
+        match codec::decode_shared(&bytes::Bytes::from(bytes)) {
+            Ok(record) => Ok(Some(record)),
+            Err(err) => {
+                self.shared.corrupt.fetch_add(1, Ordering::Relaxed);
+                // Deleted so that the next fill replaces it; a failure here only delays that.
+                let _ = self.remove(key).await;
+                Err(err)
+            }
+        }
     }
 
     fn keys(&self) -> Result<Keys, CacheError> {
@@ -298,15 +416,17 @@ impl Drop for RedisStore {
 }
 
 impl Shared {
-    /// A connection, reusing the kept ones; a broken one is replaced from the pool.
-    pub(crate) async fn connection(&self) -> Result<(usize, MultiplexedConnection), CacheError> {
-        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
-        let kept = self.connections[slot]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+    /// This thread's connection for this store, made (through the pool) on first use. `true`
+    /// with it if it was kept from earlier, so that a failure on it may be a stale handle.
+    pub(crate) async fn connection(&self) -> Result<(MultiplexedConnection, bool), CacheError> {
+        let kept = KEPT.with(|kept| {
+            kept.borrow()
+                .iter()
+                .find(|(id, _, _)| *id == self.id)
+                .map(|(_, _, conn)| conn.clone())
+        });
         if let Some(conn) = kept {
-            return Ok((slot, conn));
+            return Ok((conn, true));
         }
         let pooled = self
             .pool
@@ -314,33 +434,42 @@ impl Shared {
             .await
             .map_err(|e| CacheError::Backend(format!("Redis connection: {e}")))?;
         let conn = deadpool_redis::Connection::take(pooled);
-        *self.connections[slot]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
-        Ok((slot, conn))
+        let alive = Arc::downgrade(&self.alive);
+        KEPT.with(|kept| {
+            let mut kept = kept.borrow_mut();
+            // Connections of dropped stores go here, so a long-lived thread does not hoard them.
+            kept.retain(|(id, alive, _)| *id != self.id && alive.strong_count() > 0);
+            kept.push((self.id, alive, conn.clone()));
+        });
+        Ok((conn, false))
     }
 
-    /// Forgets a connection that failed, so that the next call makes a new one.
-    pub(crate) fn drop_connection(&self, slot: usize) {
-        *self.connections[slot]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = None;
+    /// Forgets this thread's connection, so that the next call makes a new one.
+    pub(crate) fn drop_connection(&self) {
+        KEPT.with(|kept| kept.borrow_mut().retain(|(id, _, _)| *id != self.id));
     }
 
-    /// Runs a script invocation on a kept connection.
+    /// Runs a script invocation. A kept connection that turns out dead (its runtime ended, or
+    /// Redis restarted) is replaced and the call tried once more on a new one.
     pub(crate) async fn run(
         &self,
         invocation: redis::ScriptInvocation<'_>,
     ) -> Result<Value, CacheError> {
-        let (slot, mut conn) = self.connection().await?;
-        match invocation.invoke_async::<Value>(&mut conn).await {
-            Ok(value) => Ok(value),
-            Err(err) => {
-                if err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error()
-                {
-                    self.drop_connection(slot);
+        loop {
+            let (mut conn, was_kept) = self.connection().await?;
+            match invocation.invoke_async::<Value>(&mut conn).await {
+                Ok(value) => return Ok(value),
+                Err(err) => {
+                    let broken = err.is_io_error()
+                        || err.is_connection_dropped()
+                        || err.is_unrecoverable_error();
+                    if broken {
+                        self.drop_connection();
+                    }
+                    if !(broken && was_kept) {
+                        return Err(CacheError::Backend(format!("Redis: {err}")));
+                    }
                 }
-                Err(CacheError::Backend(format!("Redis: {err}")))
             }
         }
     }
@@ -396,6 +525,11 @@ impl Store for RedisStore {
     async fn get(&self, key: &CacheKey) -> Result<Option<Record>, CacheError> {
         let keys = self.keys()?;
         let record_key = keys.record(key);
+        if !self.shared.options.strict_reads
+            && self.shared.link.get().is_some_and(ClockLink::in_sync)
+        {
+            return self.get_checked_here(key, record_key).await;
+        }
         let reply = self
             .call(move |shared| async move {
                 let mut invocation = shared.get.prepare_invoke();
@@ -481,14 +615,14 @@ impl Store for RedisStore {
     async fn remove(&self, key: &CacheKey) -> Result<(), CacheError> {
         let record_key = self.keys()?.record(key);
         self.call(move |shared| async move {
-            let (slot, mut conn) = shared.connection().await?;
+            let (mut conn, _) = shared.connection().await?;
             redis::cmd("DEL")
                 .arg(&record_key)
                 .query_async::<Value>(&mut conn)
                 .await
                 .map(|_| ())
                 .map_err(|e| {
-                    shared.drop_connection(slot);
+                    shared.drop_connection();
                     CacheError::Backend(format!("Redis: {e}"))
                 })
         })
@@ -557,7 +691,7 @@ impl Store for RedisStore {
     }
 
     fn attach(&self, link: ClockLink) {
-        let keys = Keys::new(&self.shared.namespace, link.namespace());
+        let keys = Keys::new(&self.shared.options.namespace, link.namespace());
         if self.shared.keys.set(keys.clone()).is_err() || self.shared.link.set(link).is_err() {
             tracing::warn!("a RedisStore can serve one cache only; ignoring a second attach");
             return;
