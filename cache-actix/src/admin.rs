@@ -20,7 +20,7 @@ struct AdminState {
 ///
 /// | route | does |
 /// |---|---|
-/// | `GET {path}/stats` | the counters as JSON |
+/// | `GET {path}/stats` | the counters as JSON, and `in_sync` ([`Cache::in_sync`]) |
 /// | `POST {path}/purge/tag/{tag}` | `invalidate_tag(tag)` |
 /// | `POST {path}/purge/url` with JSON `{"host": "...", "path": "/p?q=1"}` | drops one URL |
 /// | `POST {path}/purge/all` | `purge_all()` |
@@ -76,7 +76,10 @@ async fn stats(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
     if !authorized(&req, &state) {
         return refused();
     }
-    HttpResponse::Ok().json(stats_json(&state.cache.stats()))
+    let mut body = stats_json(&state.cache.stats());
+    // Whether this process currently receives every invalidation: a readiness probe's question.
+    body["in_sync"] = Value::Bool(state.cache.in_sync());
+    HttpResponse::Ok().json(body)
 }
 
 async fn purge_tag(

@@ -65,13 +65,20 @@ async fn get(client: &awc::Client, url: &str) -> (u16, String, serde_json::Value
     (res.status().as_u16(), x_cache, json)
 }
 
-/// Waits until the node answers and its invalidation subscription is up: a first request is
-/// stored only once it is (before that, the node caches nothing rather than risk staleness).
+/// Waits until the node answers and its invalidation subscription is up (before that, the node
+/// caches nothing rather than risk staleness), as a readiness probe would.
 async fn ready(client: &awc::Client, node: &Node) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(res) = client.get(node.url("/api/products/3")).send().await {
-            if res.status().is_success() {
+        let probe = client
+            .get(node.url("/admin/stats"))
+            .insert_header(("authorization", "Bearer secret"))
+            .send()
+            .await;
+        if let Ok(mut res) = probe {
+            let body = res.body().await.unwrap_or_default();
+            let stats: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            if stats["in_sync"] == true {
                 return;
             }
         }
@@ -93,8 +100,6 @@ async fn two_processes_fill_once_hit_everywhere_and_invalidate_once() {
         .finish();
     ready(&client, &a).await;
     ready(&client, &b).await;
-    // The subscription comes up within milliseconds of the first request.
-    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
 
     let misses_on_b = get(&client, &b.url("/admin/stats")).await.2["misses"].clone();
     let first = get(&client, &a.url("/api/products/1")).await;

@@ -466,3 +466,114 @@ async fn with_strict_reads_an_l2_only_node_sees_an_invalidation_on_its_very_next
         );
     }
 }
+
+#[actix_web::test]
+async fn a_node_started_after_an_invalidation_or_purge_never_serves_what_it_removed() {
+    let redis = RedisServer::start();
+    let db = Arc::new(Db::default());
+    let first = node(&redis.url(), "late", true);
+    synced(&first).await;
+    let a = app(first.clone(), db.clone()).await;
+    for id in 1..=3 {
+        assert_eq!(get(&a, &format!("/p/{id}")).await.x_cache(), "MISS");
+    }
+    // The records stay in Redis (invalidation does not scan for them); only the clocks move.
+    db.version.store(1, Ordering::SeqCst);
+    first
+        .invalidate_tag("products")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(redis.keys("ca:*:r:*").len() >= 3);
+
+    // A process deployed now has heard of no invalidation: it must not trust what it reads.
+    let late = node(&redis.url(), "late", true);
+    synced(&late).await;
+    let c = app(late.clone(), db.clone()).await;
+    for id in 1..=3 {
+        let reply = get(&c, &format!("/p/{id}")).await;
+        assert_eq!(
+            reply.summary(),
+            (StatusCode::OK, "MISS".into(), format!("{id}:v1"))
+        );
+    }
+    assert_eq!(get(&c, "/p/1").await.x_cache(), "HIT");
+
+    // The same after purge_all.
+    db.version.store(2, Ordering::SeqCst);
+    late.purge_all().await.unwrap_or_else(|e| panic!("{e}"));
+    let later = node(&redis.url(), "late", false);
+    synced(&later).await;
+    let d = app(later.clone(), db.clone()).await;
+    let reply = get(&d, "/p/2").await;
+    assert_eq!(
+        reply.summary(),
+        (StatusCode::OK, "MISS".into(), "2:v2".into())
+    );
+}
+
+#[actix_web::test]
+async fn a_quiet_channel_keeps_the_subscription_and_the_l1() {
+    let redis = RedisServer::start();
+    let db = Arc::new(Db::default());
+    let cache = node(&redis.url(), "quiet", true);
+    synced(&cache).await;
+    let a = app(cache.clone(), db.clone()).await;
+    get(&a, "/p/1").await;
+    // Longer than the subscription's heartbeat: the ping must not be mistaken for a failure.
+    actix_web::rt::time::sleep(Duration::from_millis(2500)).await;
+    assert!(cache.in_sync());
+    let l1_hits = cache.stats().l1.hits;
+    assert_eq!(get(&a, "/p/1").await.x_cache(), "HIT");
+    assert_eq!(
+        cache.stats().l1.hits,
+        l1_hits + 1,
+        "served from memory, not Redis"
+    );
+}
+
+#[actix_web::test]
+async fn a_counter_that_goes_back_in_redis_never_revives_an_invalidated_entry() {
+    let redis = RedisServer::start();
+    let db = Arc::new(Db::default());
+    let (cache_a, cache_b) = (
+        node(&redis.url(), "back", true),
+        node(&redis.url(), "back", false),
+    );
+    synced(&cache_a).await;
+    synced(&cache_b).await;
+    for _ in 0..5 {
+        cache_b
+            .invalidate_tag("elsewhere")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let a = app(cache_a.clone(), db.clone()).await;
+    let b = app(cache_b.clone(), db.clone()).await;
+    assert_eq!(get(&a, "/p/1").await.x_cache(), "MISS");
+    assert_eq!(get(&b, "/p/1").await.x_cache(), "HIT");
+    // A failover to a lagging replica (or a restore, or an eviction) takes the counter back.
+    let seq_key = redis
+        .keys("ca:*:seq")
+        .pop()
+        .unwrap_or_else(|| panic!("no counter in Redis"));
+    redis.command(&["SET", &seq_key, "0"]);
+    db.version.store(1, Ordering::SeqCst);
+    cache_b
+        .invalidate_tag("products")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for node in [&a, &b] {
+        loop {
+            let reply = get(node, "/p/1").await;
+            if reply.text() == "1:v1" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the invalidation was lost: {:?}",
+                reply.summary()
+            );
+        }
+    }
+}

@@ -10,6 +10,8 @@ pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "redis")]
+mod redis_conn;
+#[cfg(feature = "redis")]
 mod redis_scripts;
 #[cfg(feature = "redis")]
 mod subscriber;

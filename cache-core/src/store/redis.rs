@@ -2,29 +2,31 @@
 //! every process that shares it.
 //!
 //! Every call runs under a time limit (default 50 ms), behind a circuit breaker, on a
-//! multiplexed connection kept per thread: an actix worker talks to Redis from its own thread,
-//! with no hop to another one (a hop cost more than the Redis call itself in measurements).
-//! The store also owns a small Tokio runtime (one thread) for the invalidation subscription and
-//! for calls made outside any Tokio runtime. Every read, write and invalidation is one Lua
-//! script: one round trip, atomic in Redis (see `redis_scripts`).
+//! multiplexed connection kept per thread (`redis_conn`). One small background Tokio runtime,
+//! shared by every store of the process, carries the invalidation subscriptions and the calls
+//! made outside any Tokio runtime. Writes and invalidations are Lua scripts (`redis_scripts`):
+//! one round trip each, atomic in Redis. A read is one `HGET` checked against this node's
+//! mirror of the clocks while the subscription keeps the mirror current and the record is
+//! newer than the subscription; otherwise (or with `strict_reads`) it is the `GET` script,
+//! which checks the clocks in Redis.
 //!
 //! What must stay true: a Redis failure of any kind (down, slow, restarted, garbage values) is
 //! an `Err` or a miss, never a panic and never a wrong answer; `invalidate` is `Ok` only once
 //! Redis has ticked the clocks, which every later read checks.
 
-use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_redis::redis::{self, aio::MultiplexedConnection, Script, Value};
+use deadpool_redis::redis::{self, Script, Value};
 use deadpool_redis::{Pool, Runtime};
 use tokio::sync::Notify;
 
 use super::breaker::Breaker;
+use super::redis_conn::Connector;
 use super::redis_scripts as lua;
 use super::{subscriber, ClockLink, Record, Store};
 use crate::time::now_ms;
@@ -55,27 +57,37 @@ pub const DEFAULT_POOL_SIZE: usize = 4;
 /// ```
 pub struct RedisStore {
     shared: Arc<Shared>,
-    runtime: Option<tokio::runtime::Runtime>,
+    /// Dropped with the store: its subscription and kept connections end.
+    alive: Arc<()>,
 }
 
 static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(0);
 
-thread_local! {
-    /// Connections kept by this thread: (store id, the store's liveness, connection). Taken out
-    /// of deadpool's pool once and kept, because each `Pool::get` costs deadpool's recycling
-    /// `PING`, a second round trip on every hit.
-    static KEPT: RefCell<Vec<(u64, Weak<()>, MultiplexedConnection)>> = const { RefCell::new(Vec::new()) };
+/// The background runtime every store of the process shares (one thread): subscriptions, and
+/// calls made outside any Tokio runtime. Never dropped, so dropping a store never blocks.
+fn background() -> Result<&'static tokio::runtime::Runtime, CacheError> {
+    static RUNTIME: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("cache-actix-redis")
+                .enable_all()
+                .build()
+                .ok()
+        })
+        .as_ref()
+        .ok_or_else(|| CacheError::Config("cannot start the Redis background runtime".into()))
 }
 
 /// What every call of one store shares.
 pub(crate) struct Shared {
     pub(crate) url: String,
-    pool: Pool,
-    /// Distinguishes this store's connections in the per-thread table.
-    id: u64,
-    /// Dropped with the store, so that the per-thread table can drop its connections.
-    alive: Arc<()>,
+    pub(crate) conn: Connector,
     options: Options,
+    /// The tick at which the subscription last (re)started: the mirror of the clocks may lack
+    /// invalidations of records born before it, which are therefore checked in Redis.
+    pub(crate) synced_at: AtomicU64,
     keys: OnceLock<Keys>,
     breaker: Breaker,
     pub(crate) link: OnceLock<ClockLink>,
@@ -199,38 +211,34 @@ impl RedisStore {
             .into_connection_info()
             .map_err(|_| bad_url(()))?
             .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("cache-actix-redis")
-            .enable_all()
-            .build()
-            .map_err(|e| CacheError::Config(format!("cannot start the Redis runtime: {e}")))?;
+        background()?;
         let manager = deadpool_redis::Manager::new(info).map_err(|_| bad_url(()))?;
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| CacheError::Config(format!("Redis pool: {e}")))?;
+        let alive = Arc::new(());
+        let id = NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed);
         Ok(RedisStore {
             shared: Arc::new(Shared {
                 url: url.to_string(),
-                pool,
-                id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
-                alive: Arc::new(()),
+                conn: Connector::new(pool, id, Arc::downgrade(&alive)),
                 options,
+                synced_at: AtomicU64::new(u64::MAX),
                 keys: OnceLock::new(),
                 breaker: Breaker::new(5, Duration::from_millis(500)),
                 link: OnceLock::new(),
                 resync: Notify::new(),
-                get: Script::new(lua::GET),
-                put: Script::new(lua::PUT),
-                invalidate: Script::new(lua::INVALIDATE),
-                purge: Script::new(lua::PURGE),
-                tick: Script::new(lua::TICK),
+                get: Script::new(&lua::get()),
+                put: Script::new(&lua::put()),
+                invalidate: Script::new(&lua::invalidate()),
+                purge: Script::new(&lua::purge()),
+                tick: Script::new(&lua::tick()),
                 errors: AtomicU64::new(0),
                 corrupt: AtomicU64::new(0),
             }),
-            runtime: Some(runtime),
+            alive,
         })
     }
 
@@ -241,7 +249,7 @@ impl RedisStore {
         let url = self.shared.url.clone();
         match RedisStore::build(&url, options) {
             Ok(store) => store,
-            // The URL was accepted once and a runtime started once; keep the working store.
+            // The URL was accepted once; keep the working store.
             Err(err) => {
                 tracing::warn!(error = %err, "could not apply a RedisStore option; keeping the previous one");
                 self
@@ -260,7 +268,8 @@ impl RedisStore {
         self.with(|o| o.timeout = timeout)
     }
 
-    /// Most connections opened at once (default 4; each thread keeps one multiplexed connection).
+    /// Most connections being opened at once (default 4). Each thread then keeps its own
+    /// multiplexed connection, which carries any number of concurrent calls.
     ///
     /// ```
     /// let store = cache_core::RedisStore::from_url("redis://127.0.0.1")?.pool_size(8);
@@ -302,7 +311,7 @@ impl RedisStore {
     }
 
     /// Runs `f` under the breaker and the time limit: on the caller's Tokio runtime when there
-    /// is one (no thread hop), else on the store's own.
+    /// is one (no thread hop), else on the background one.
     async fn call<T, F, Fut>(&self, f: F) -> Result<T, CacheError>
     where
         T: Send + 'static,
@@ -320,11 +329,7 @@ impl RedisStore {
                 .await
                 .unwrap_or(Err(CacheError::Timeout))
         } else {
-            let runtime = self
-                .runtime
-                .as_ref()
-                .ok_or_else(|| CacheError::Backend("Redis runtime stopped".into()))?;
-            match runtime
+            match background()?
                 .spawn(async move { tokio::time::timeout(timeout, work).await })
                 .await
             {
@@ -345,55 +350,107 @@ impl RedisStore {
         result
     }
 
-    /// The hit path while subscribed: one `HGET`, checked against this node's clocks (a mirror of
-    /// the shared ones, current within the propagation delay) by the [`crate::Cache`]. While not
-    /// subscribed the mirror may lag, and `get` checks in Redis with the `GET` script instead.
-    async fn get_checked_here(
+    /// The read while subscribed: one `HGET`, checked by the [`crate::Cache`] against this
+    /// node's clocks, a mirror of the shared ones kept current by the subscription (within the
+    /// propagation delay). `None` when the mirror cannot vouch for the record: it was born before
+    /// the subscription started (an invalidation of it may predate the mirror) or the
+    /// subscription dropped during the read; the caller then checks it in Redis.
+    async fn get_mirrored(
         &self,
         key: &CacheKey,
         record_key: String,
-    ) -> Result<Option<Record>, CacheError> {
+    ) -> Option<Result<Option<Record>, CacheError>> {
         let reply = self
             .call(move |shared| async move {
-                let (mut conn, _) = shared.connection().await?;
-                let reply = redis::cmd("HGET")
-                    .arg(&record_key)
-                    .arg("v")
-                    .query_async::<Option<Vec<u8>>>(&mut conn)
-                    .await;
-                match reply {
-                    Ok(bytes) => Ok(bytes),
-                    Err(err) if err.code() == Some("WRONGTYPE") => {
-                        Err(CacheError::Corrupt(format!("{err}")))
-                    }
-                    Err(err) => {
-                        if err.is_io_error() || err.is_connection_dropped() {
-                            shared.drop_connection();
+                shared
+                    .conn
+                    .with(|mut conn| {
+                        let record_key = &record_key;
+                        async move {
+                            redis::cmd("HGET")
+                                .arg(record_key)
+                                .arg("v")
+                                .query_async::<Option<Vec<u8>>>(&mut conn)
+                                .await
                         }
-                        Err(CacheError::Backend(format!("Redis: {err}")))
-                    }
-                }
+                    })
+                    .await
             })
             .await;
         let bytes = match reply {
             Ok(Some(bytes)) => bytes,
-            Ok(None) => return Ok(None),
+            Ok(None) => return Some(Ok(None)),
             Err(err) => {
                 if matches!(err, CacheError::Corrupt(_)) {
-                    self.shared.corrupt.fetch_add(1, Ordering::Relaxed);
-                    let _ = self.remove(key).await;
+                    self.corrupt(key).await;
                 }
-                return Err(err);
+                return Some(Err(err));
             }
         };
-        match codec::decode_shared(&bytes::Bytes::from(bytes)) {
-            Ok(record) => Ok(Some(record)),
+        let record = match codec::decode_shared(&bytes::Bytes::from(bytes)) {
+            Ok(record) => record,
             Err(err) => {
-                self.shared.corrupt.fetch_add(1, Ordering::Relaxed);
-                // Deleted so that the next fill replaces it; a failure here only delays that.
-                let _ = self.remove(key).await;
-                Err(err)
+                self.corrupt(key).await;
+                return Some(Err(err));
             }
+        };
+        let synced_at = self.shared.synced_at.load(Ordering::Acquire);
+        let vouched = self.shared.link.get().is_some_and(ClockLink::in_sync)
+            && match &record {
+                Record::Response(entry) => entry.born >= synced_at,
+                // A vary list carries no data an invalidation concerns; purges reach it by
+                // making the variants themselves invalid.
+                Record::Variants(_) => true,
+            };
+        vouched.then_some(Ok(Some(record)))
+    }
+
+    /// Counts a value that is not what we wrote and deletes it, so that the next fill replaces
+    /// it (a failure to delete only delays that).
+    async fn corrupt(&self, key: &CacheKey) {
+        self.shared.corrupt.fetch_add(1, Ordering::Relaxed);
+        let _ = self.remove(key).await;
+    }
+
+    /// The read checked in Redis: the `GET` script compares the record's `born` with its tags'
+    /// clocks and the purge tick, and deletes it if they reject it.
+    async fn get_checked_in_redis(
+        &self,
+        key: &CacheKey,
+        keys: Keys,
+        record_key: String,
+    ) -> Result<Option<Record>, CacheError> {
+        let reply = self
+            .call(move |shared| async move {
+                let mut invocation = shared.get.prepare_invoke();
+                invocation
+                    .key(&record_key)
+                    .key(&keys.seq)
+                    .key(&keys.purged)
+                    .arg(&keys.clock_prefix);
+                shared.run(&invocation).await
+            })
+            .await?;
+        let Value::Array(parts) = reply else {
+            return Err(CacheError::Corrupt("unexpected script reply".into()));
+        };
+        if let Some(seq) = parts.first().and_then(int) {
+            self.shared.observed(seq);
+        }
+        match (parts.get(1).and_then(int), parts.get(2)) {
+            (Some(1), Some(Value::BulkString(bytes))) => match codec::decode(bytes) {
+                Ok(record) => Ok(Some(record)),
+                Err(err) => {
+                    self.corrupt(key).await;
+                    Err(err)
+                }
+            },
+            (Some(0 | 3), _) => Ok(None),
+            (Some(2), _) => {
+                self.shared.corrupt.fetch_add(1, Ordering::Relaxed);
+                Err(CacheError::Corrupt("malformed record (deleted)".into()))
+            }
+            _ => Err(CacheError::Corrupt("unexpected script reply".into())),
         }
     }
 
@@ -406,72 +463,15 @@ impl RedisStore {
     }
 }
 
-impl Drop for RedisStore {
-    fn drop(&mut self) {
-        // Dropping a runtime blocks, which panics inside async code; this never blocks.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
 impl Shared {
-    /// This thread's connection for this store, made (through the pool) on first use. `true`
-    /// with it if it was kept from earlier, so that a failure on it may be a stale handle.
-    pub(crate) async fn connection(&self) -> Result<(MultiplexedConnection, bool), CacheError> {
-        let kept = KEPT.with(|kept| {
-            kept.borrow()
-                .iter()
-                .find(|(id, _, _)| *id == self.id)
-                .map(|(_, _, conn)| conn.clone())
-        });
-        if let Some(conn) = kept {
-            return Ok((conn, true));
-        }
-        let pooled = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| CacheError::Backend(format!("Redis connection: {e}")))?;
-        let conn = deadpool_redis::Connection::take(pooled);
-        let alive = Arc::downgrade(&self.alive);
-        KEPT.with(|kept| {
-            let mut kept = kept.borrow_mut();
-            // Connections of dropped stores go here, so a long-lived thread does not hoard them.
-            kept.retain(|(id, alive, _)| *id != self.id && alive.strong_count() > 0);
-            kept.push((self.id, alive, conn.clone()));
-        });
-        Ok((conn, false))
-    }
-
-    /// Forgets this thread's connection, so that the next call makes a new one.
-    pub(crate) fn drop_connection(&self) {
-        KEPT.with(|kept| kept.borrow_mut().retain(|(id, _, _)| *id != self.id));
-    }
-
-    /// Runs a script invocation. A kept connection that turns out dead (its runtime ended, or
-    /// Redis restarted) is replaced and the call tried once more on a new one.
+    /// Runs a script invocation on this thread's connection.
     pub(crate) async fn run(
         &self,
-        invocation: redis::ScriptInvocation<'_>,
+        invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<Value, CacheError> {
-        loop {
-            let (mut conn, was_kept) = self.connection().await?;
-            match invocation.invoke_async::<Value>(&mut conn).await {
-                Ok(value) => return Ok(value),
-                Err(err) => {
-                    let broken = err.is_io_error()
-                        || err.is_connection_dropped()
-                        || err.is_unrecoverable_error();
-                    if broken {
-                        self.drop_connection();
-                    }
-                    if !(broken && was_kept) {
-                        return Err(CacheError::Backend(format!("Redis: {err}")));
-                    }
-                }
-            }
-        }
+        self.conn
+            .with(|mut conn| async move { invocation.invoke_async::<Value>(&mut conn).await })
+            .await
     }
 
     fn observed(&self, seq: u64) {
@@ -525,45 +525,14 @@ impl Store for RedisStore {
     async fn get(&self, key: &CacheKey) -> Result<Option<Record>, CacheError> {
         let keys = self.keys()?;
         let record_key = keys.record(key);
-        if !self.shared.options.strict_reads
-            && self.shared.link.get().is_some_and(ClockLink::in_sync)
-        {
-            return self.get_checked_here(key, record_key).await;
-        }
-        let reply = self
-            .call(move |shared| async move {
-                let mut invocation = shared.get.prepare_invoke();
-                invocation
-                    .key(&record_key)
-                    .key(&keys.seq)
-                    .key(&keys.purged)
-                    .arg(&keys.clock_prefix);
-                shared.run(invocation).await
-            })
-            .await?;
-        let Value::Array(parts) = reply else {
-            return Err(CacheError::Corrupt("unexpected script reply".into()));
-        };
-        if let Some(seq) = parts.first().and_then(int) {
-            self.shared.observed(seq);
-        }
-        match (parts.get(1).and_then(int), parts.get(2)) {
-            (Some(1), Some(Value::BulkString(bytes))) => match codec::decode(bytes) {
-                Ok(record) => Ok(Some(record)),
-                Err(err) => {
-                    self.shared.corrupt.fetch_add(1, Ordering::Relaxed);
-                    // Deleted so that the next fill replaces it; a failure here only delays that.
-                    let _ = self.remove(key).await;
-                    Err(err)
-                }
-            },
-            (Some(0 | 3), _) => Ok(None),
-            (Some(2), _) => {
-                self.shared.corrupt.fetch_add(1, Ordering::Relaxed);
-                Err(CacheError::Corrupt("malformed record (deleted)".into()))
+        let mirrored = !self.shared.options.strict_reads
+            && self.shared.link.get().is_some_and(ClockLink::in_sync);
+        if mirrored {
+            if let Some(result) = self.get_mirrored(key, record_key.clone()).await {
+                return result;
             }
-            _ => Err(CacheError::Corrupt("unexpected script reply".into())),
         }
+        self.get_checked_in_redis(key, keys, record_key).await
     }
 
     async fn put(&self, key: &CacheKey, record: Record) -> Result<(), CacheError> {
@@ -597,7 +566,7 @@ impl Store for RedisStore {
                     .arg(tags)
                     .arg(ttl)
                     .arg(life);
-                shared.run(invocation).await
+                shared.run(&invocation).await
             })
             .await?;
         let Value::Array(parts) = reply else {
@@ -615,16 +584,19 @@ impl Store for RedisStore {
     async fn remove(&self, key: &CacheKey) -> Result<(), CacheError> {
         let record_key = self.keys()?.record(key);
         self.call(move |shared| async move {
-            let (mut conn, _) = shared.connection().await?;
-            redis::cmd("DEL")
-                .arg(&record_key)
-                .query_async::<Value>(&mut conn)
+            shared
+                .conn
+                .with(|mut conn| {
+                    let record_key = &record_key;
+                    async move {
+                        redis::cmd("DEL")
+                            .arg(record_key)
+                            .query_async::<Value>(&mut conn)
+                            .await
+                    }
+                })
                 .await
                 .map(|_| ())
-                .map_err(|e| {
-                    shared.drop_connection();
-                    CacheError::Backend(format!("Redis: {e}"))
-                })
         })
         .await
     }
@@ -659,7 +631,7 @@ impl Store for RedisStore {
                     invocation.key(key.as_slice());
                 }
                 invocation.arg(&keys.channel).arg(pieces).arg(floor);
-                shared.run(invocation).await
+                shared.run(&invocation).await
             })
             .await
             .and_then(|v| int(&v).ok_or_else(|| CacheError::Corrupt("bad tick".into())));
@@ -680,7 +652,7 @@ impl Store for RedisStore {
                     .key(&keys.purged)
                     .arg(&keys.channel)
                     .arg(floor);
-                shared.run(invocation).await
+                shared.run(&invocation).await
             })
             .await
             .and_then(|v| int(&v).ok_or_else(|| CacheError::Corrupt("bad tick".into())));
@@ -696,8 +668,16 @@ impl Store for RedisStore {
             tracing::warn!("a RedisStore can serve one cache only; ignoring a second attach");
             return;
         }
-        if let Some(runtime) = &self.runtime {
-            runtime.spawn(subscriber::run(self.shared.clone(), keys));
+        match background() {
+            Ok(runtime) => {
+                runtime.spawn(subscriber::run(
+                    self.shared.clone(),
+                    keys,
+                    Arc::downgrade(&self.alive),
+                ));
+            }
+            // build() started it already; without it the L1 simply stays unused.
+            Err(err) => tracing::error!(error = %err, "no invalidation subscription"),
         }
     }
 }

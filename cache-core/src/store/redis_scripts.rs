@@ -11,43 +11,92 @@
 //!
 //! What must stay true: a record is returned, or stored, only if its `born` is at least the
 //! purge tick and every clock of its tags; a value that is not what we wrote (wrong type,
-//! missing fields, garbage numbers) is deleted or treated as invalidated, never trusted.
+//! missing fields, garbage numbers) is deleted or treated as invalidated, never trusted, and no
+//! input makes a script loop or fail for good. The counter never goes below a tick a caller has
+//! seen (a failover to a lagging replica, a restore or an eviction can lower it in Redis): every
+//! tick is above the caller's floor, and a `born` above the counter means the counter went back,
+//! so that record is refused and the counter raised.
+
+/// Helpers every script starts with.
+const PRELUDE: &str = r#"
+-- A non-negative integer below 2^53 read from Redis, or nil for anything else (nan, inf,
+-- fractions, text, wrong types).
+local function int(v)
+  local n = tonumber(v)
+  if n and n == n and n >= 0 and n < 9007199254740992 and n == math.floor(n) then return n end
+  return nil
+end
+-- GET that reads a key of the wrong type as garbage instead of failing the script.
+local function get(key)
+  local v = redis.pcall('GET', key)
+  if type(v) == 'table' and v.err then return 'wrong type' end
+  return v
+end
+-- The next tick: above the counter and above the caller's floor, written back.
+local function next_tick(seq_key, floor)
+  local cur = int(get(seq_key)) or 0
+  local tick = math.max(cur, int(floor) or 0) + 1
+  redis.call('SET', seq_key, string.format('%d', tick))
+  return tick
+end
+-- Calls visit(tag) for each `len:tag` piece; false if the list is malformed.
+local function each_tag(tags, visit)
+  local i = 1
+  while i <= #tags do
+    local digits = string.match(tags, '^%d+:', i)
+    if not digits then return false end
+    local n = tonumber(string.sub(digits, 1, -2))
+    local from = i + #digits
+    if from + n - 1 > #tags then return false end
+    if visit(string.sub(tags, from, from + n - 1)) == false then return false end
+    i = from + n
+  end
+  return true
+end
+"#;
 
 /// `get`: KEYS record, seq, purged; ARGV clock prefix. Returns `{seq, status[, value]}` with
 /// status 0 absent, 1 valid, 2 malformed (deleted), 3 invalidated (deleted).
-pub(crate) const GET: &str = r#"
-local seq = tonumber(redis.call('GET', KEYS[2])) or 0
+const GET_BODY: &str = r#"
+local seq = int(get(KEYS[2])) or 0
 local r = redis.pcall('HMGET', KEYS[1], 'v', 'b', 't')
 if type(r) ~= 'table' or r.err then
   redis.call('DEL', KEYS[1])
   return {seq, 2}
 end
 if not r[1] then return {seq, 0} end
-local born = tonumber(r[2])
+local born = int(r[2])
 local tags = r[3]
 if not born or not tags then
   redis.call('DEL', KEYS[1])
   return {seq, 2}
 end
-local purged = redis.call('GET', KEYS[3])
-if purged and (not tonumber(purged) or tonumber(purged) > born) then
+-- A born above the counter: the counter went back; nothing vouches for this record.
+if born > seq then
+  redis.call('SET', KEYS[2], string.format('%d', born))
+  redis.call('DEL', KEYS[1])
+  return {born, 3}
+end
+local purged = get(KEYS[3])
+if purged and (not int(purged) or int(purged) > born) then
   redis.call('DEL', KEYS[1])
   return {seq, 3}
 end
-local i = 1
-while i <= #tags do
-  local colon = string.find(tags, ':', i, true)
-  local n = colon and tonumber(string.sub(tags, i, colon - 1))
-  if not n then
-    redis.call('DEL', KEYS[1])
-    return {seq, 2}
+local valid = true
+local well_formed = each_tag(tags, function(tag)
+  local clock = get(ARGV[1] .. tag)
+  if clock and (not int(clock) or int(clock) > born) then
+    valid = false
+    return false
   end
-  local clock = redis.call('GET', ARGV[1] .. string.sub(tags, colon + 1, colon + n))
-  if clock and (not tonumber(clock) or tonumber(clock) > born) then
-    redis.call('DEL', KEYS[1])
-    return {seq, 3}
-  end
-  i = colon + 1 + n
+end)
+if not valid then
+  redis.call('DEL', KEYS[1])
+  return {seq, 3}
+end
+if not well_formed then
+  redis.call('DEL', KEYS[1])
+  return {seq, 2}
 end
 return {seq, 1, r[1]}
 "#;
@@ -56,84 +105,100 @@ return {seq, 1, r[1]}
 /// ttl ms, life ms. Returns `{seq, stored}`; stored is 0 when a tag or purge is newer than
 /// `born`. A garbage clock or purge tick is repaired to the current tick (an invalidation:
 /// the safe reading of "unknown").
-pub(crate) const PUT: &str = r#"
-local seq = tonumber(redis.call('GET', KEYS[2])) or 0
+const PUT_BODY: &str = r#"
+local seq = int(get(KEYS[2])) or 0
 local born = ARGV[3]
-if born == '' then born = tostring(seq) end
-local b = tonumber(born)
+if born == '' then born = string.format('%d', seq) end
+local b = int(born)
 if not b then return {seq, 0} end
-local purged = redis.call('GET', KEYS[3])
-if purged and not tonumber(purged) then
-  redis.call('SET', KEYS[3], seq)
+if b > seq then
+  redis.call('SET', KEYS[2], string.format('%d', b))
+  return {b, 0}
+end
+local purged = get(KEYS[3])
+if purged and not int(purged) then
+  redis.call('DEL', KEYS[3])
+  redis.call('SET', KEYS[3], string.format('%d', seq))
   purged = seq
 end
-if purged and tonumber(purged) > b then return {seq, 0} end
-local tags = ARGV[4]
-local i = 1
-while i <= #tags do
-  local colon = string.find(tags, ':', i, true)
-  local n = colon and tonumber(string.sub(tags, i, colon - 1))
-  if not n then return {seq, 0} end
-  local key = ARGV[1] .. string.sub(tags, colon + 1, colon + n)
-  local clock = redis.call('GET', key)
-  if clock and not tonumber(clock) then
-    redis.call('SET', key, seq, 'PX', 86400000)
+if purged and int(purged) > b then return {seq, 0} end
+local life = int(get(KEYS[4])) or 0
+local valid = true
+local well_formed = each_tag(ARGV[4], function(tag)
+  local key = ARGV[1] .. tag
+  local clock = get(key)
+  if clock and not int(clock) then
+    redis.call('DEL', key)
+    redis.call('SET', key, string.format('%d', seq), 'PX', math.max(life, int(ARGV[6]) or 0) + 3600000)
     clock = seq
   end
-  if clock and tonumber(clock) > b then return {seq, 0} end
-  i = colon + 1 + n
-end
+  if clock and int(clock) > b then
+    valid = false
+    return false
+  end
+end)
+if not (valid and well_formed) then return {seq, 0} end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'b', born, 't', tags)
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'b', born, 't', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-local life = tonumber(redis.call('GET', KEYS[4]))
-if not life or tonumber(ARGV[6]) > life then redis.call('SET', KEYS[4], ARGV[6]) end
+if (int(ARGV[6]) or 0) > life then
+  redis.call('DEL', KEYS[4])
+  redis.call('SET', KEYS[4], ARGV[6])
+end
 return {seq, 1}
 "#;
 
 /// `invalidate`: KEYS seq, life, then one clock key per tag; ARGV channel, tags (`len:tag`
 /// pieces, for the message), the caller's highest seen tick. Ticks, sets every clock, publishes,
-/// returns the tick. A garbage counter restarts above what the caller has seen.
-pub(crate) const INVALIDATE: &str = r#"
-local tick
-if tonumber(redis.call('GET', KEYS[1])) then
-  tick = redis.call('INCR', KEYS[1])
-else
-  tick = (tonumber(ARGV[3]) or 0) + 1
-  redis.call('SET', KEYS[1], tick)
-end
-local life = tonumber(redis.call('GET', KEYS[2])) or 86400000
+/// returns the tick.
+const INVALIDATE_BODY: &str = r#"
+local tick = next_tick(KEYS[1], ARGV[3])
+local life = int(get(KEYS[2])) or 86400000
 for i = 3, #KEYS do
-  redis.call('SET', KEYS[i], tick, 'PX', life + 3600000)
+  redis.call('DEL', KEYS[i])
+  redis.call('SET', KEYS[i], string.format('%d', tick), 'PX', life + 3600000)
 end
-redis.call('PUBLISH', ARGV[1], 'i ' .. tick .. ' ' .. ARGV[2])
+redis.call('PUBLISH', ARGV[1], 'i ' .. string.format('%d', tick) .. ' ' .. ARGV[2])
 return tick
 "#;
 
 /// `purge_all`: KEYS seq, purged; ARGV channel, the caller's highest seen tick.
-pub(crate) const PURGE: &str = r#"
-local tick
-if tonumber(redis.call('GET', KEYS[1])) then
-  tick = redis.call('INCR', KEYS[1])
-else
-  tick = (tonumber(ARGV[2]) or 0) + 1
-  redis.call('SET', KEYS[1], tick)
-end
-redis.call('SET', KEYS[2], tick)
-redis.call('PUBLISH', ARGV[1], 'p ' .. tick)
+const PURGE_BODY: &str = r#"
+local tick = next_tick(KEYS[1], ARGV[2])
+redis.call('DEL', KEYS[2])
+redis.call('SET', KEYS[2], string.format('%d', tick))
+redis.call('PUBLISH', ARGV[1], 'p ' .. string.format('%d', tick))
 return tick
 "#;
 
 /// `resync`: KEYS seq; ARGV the caller's highest seen tick. Ticks without invalidating
 /// anything, so that a process that just (re)subscribed has a tick above every fill it began
 /// before.
-pub(crate) const TICK: &str = r#"
-local tick
-if tonumber(redis.call('GET', KEYS[1])) then
-  tick = redis.call('INCR', KEYS[1])
-else
-  tick = (tonumber(ARGV[1]) or 0) + 1
-  redis.call('SET', KEYS[1], tick)
-end
-return tick
+const TICK_BODY: &str = r#"
+return next_tick(KEYS[1], ARGV[1])
 "#;
+
+/// A script: the prelude, then `body`.
+fn script(body: &str) -> String {
+    format!("{PRELUDE}{body}")
+}
+
+pub(crate) fn get() -> String {
+    script(GET_BODY)
+}
+
+pub(crate) fn put() -> String {
+    script(PUT_BODY)
+}
+
+pub(crate) fn invalidate() -> String {
+    script(INVALIDATE_BODY)
+}
+
+pub(crate) fn purge() -> String {
+    script(PURGE_BODY)
+}
+
+pub(crate) fn tick() -> String {
+    script(TICK_BODY)
+}

@@ -8,7 +8,8 @@
 //! What must stay true: the L1 is used only while subscribed; every message is applied before
 //! the next one, and a message we cannot read drops the L1 rather than being ignored.
 
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use deadpool_redis::redis::{self, Value};
@@ -22,15 +23,15 @@ const LONGEST_PAUSE: Duration = Duration::from_secs(1);
 /// Longest quiet spell before the connection is checked with a `PING`.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
-/// Runs until the store's runtime shuts down.
-pub(crate) async fn run(shared: Arc<Shared>, keys: Keys) {
+/// Runs until the store is dropped (`alive` dies).
+pub(crate) async fn run(shared: Arc<Shared>, keys: Keys, alive: Weak<()>) {
     let Some(link) = shared.link.get().cloned() else {
         return;
     };
     link.lost();
     let mut pause = FIRST_PAUSE;
-    loop {
-        match session(&shared, &keys, &link).await {
+    while alive.strong_count() > 0 {
+        match session(&shared, &keys, &link, &alive).await {
             Ok(()) => pause = FIRST_PAUSE,
             Err(err) => {
                 tracing::debug!(error = %err, "invalidation subscription unavailable");
@@ -42,8 +43,14 @@ pub(crate) async fn run(shared: Arc<Shared>, keys: Keys) {
     }
 }
 
-/// One subscription, from connecting to losing it. `Ok` if it was established at all.
-async fn session(shared: &Shared, keys: &Keys, link: &ClockLink) -> Result<(), String> {
+/// One subscription, from connecting to losing it (or the store being dropped). `Ok` if it was
+/// established at all.
+async fn session(
+    shared: &Shared,
+    keys: &Keys,
+    link: &ClockLink,
+    alive: &Weak<()>,
+) -> Result<(), String> {
     let client = redis::Client::open(shared.url.as_str()).map_err(|e| e.to_string())?;
     let connect = Duration::from_secs(2);
     let mut pubsub = tokio::time::timeout(connect, client.get_async_pubsub())
@@ -58,8 +65,9 @@ async fn session(shared: &Shared, keys: &Keys, link: &ClockLink) -> Result<(), S
     // (which may have missed one) are older than what the L1 accepts.
     resync(shared, keys, link).await?;
     tracing::debug!(channel = %keys.channel, "invalidation subscription established");
+    warn_if_clocks_can_be_evicted(shared).await;
     let (mut sink, mut stream) = pubsub.split();
-    loop {
+    while alive.strong_count() > 0 {
         tokio::select! {
             message = tokio::time::timeout(HEARTBEAT, stream.next()) => match message {
                 Ok(Some(message)) => {
@@ -70,8 +78,9 @@ async fn session(shared: &Shared, keys: &Keys, link: &ClockLink) -> Result<(), S
                 }
                 Ok(None) => return Ok(()),
                 Err(_quiet) => {
-                    // A hung server would otherwise look like a quiet one.
-                    let ping = tokio::time::timeout(connect, sink.ping::<String>()).await;
+                    // A hung server would otherwise look like a quiet one. In subscribed mode
+                    // the reply is `["pong", ""]` (RESP2) or `PONG` (RESP3): any reply will do.
+                    let ping = tokio::time::timeout(connect, sink.ping::<Value>()).await;
                     if !matches!(ping, Ok(Ok(_))) {
                         return Ok(());
                     }
@@ -86,18 +95,49 @@ async fn session(shared: &Shared, keys: &Keys, link: &ClockLink) -> Result<(), S
             }
         }
     }
+    Ok(())
+}
+
+/// Tag clocks and the counter must never be evicted: a lost clock would make entries it
+/// invalidated valid again. Under an `allkeys-*` or `volatile-*` policy Redis may evict them
+/// (clocks carry a TTL); say so loudly. `CONFIG` may be refused (managed Redis): then say nothing.
+async fn warn_if_clocks_can_be_evicted(shared: &Shared) {
+    let reply = shared
+        .conn
+        .with(|mut conn| async move {
+            redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("maxmemory-policy")
+                .query_async::<Vec<String>>(&mut conn)
+                .await
+        })
+        .await;
+    if let Ok(reply) = reply {
+        if let Some(policy) = reply.get(1).filter(|p| p.as_str() != "noeviction") {
+            tracing::warn!(
+                %policy,
+                "Redis may evict keys: a lost tag clock can revive invalidated entries; \
+                 use maxmemory-policy noeviction for the cache's Redis"
+            );
+        }
+    }
 }
 
 /// Ticks the shared counter and resumes the L1 at that tick.
 async fn resync(shared: &Shared, keys: &Keys, link: &ClockLink) -> Result<(), String> {
     let mut invocation = shared.tick.prepare_invoke();
     invocation.key(&keys.seq).arg(link.seq());
-    let tick = tokio::time::timeout(Duration::from_secs(2), shared.run(invocation))
+    let tick = tokio::time::timeout(Duration::from_secs(2), shared.run(&invocation))
         .await
         .map_err(|_| "tick timed out".to_string())?
         .map_err(|e| e.to_string())?;
     match tick {
         Value::Int(tick) if tick > 0 => {
+            // Records born before this tick may have been invalidated before the mirror heard
+            // of it: reads check those in Redis.
+            shared
+                .synced_at
+                .store(tick.unsigned_abs(), Ordering::Release);
             link.resumed(tick.unsigned_abs());
             Ok(())
         }
