@@ -3,7 +3,8 @@
 //!
 //! Environment: `LISTEN_ADDR` (default `127.0.0.1:8080`), `CACHE_ADMIN_TOKEN` (enables `/admin`),
 //! `DB_LATENCY_MS` (default 200), `REDIS_URL` (tiered: L1 memory + L2 Redis), `CACHE_L1=off`
-//! (with `REDIS_URL`: L2 only, for measuring Redis hits), `CACHE_NAMESPACE`, `WORKERS`,
+//! (with `REDIS_URL`: L2 only, for measuring Redis hits), `CACHE_STRICT_READS=1` (check every
+//! Redis read against the clocks in Redis), `CACHE_NAMESPACE`, `WORKERS`,
 //! `RUST_LOG` (e.g. `cache_core=debug`).
 
 use std::time::Duration;
@@ -53,7 +54,8 @@ fn build_cache() -> std::io::Result<Cache> {
     match std::env::var("REDIS_URL") {
         Ok(url) if !url.is_empty() => {
             // from_url does not connect: the server starts (and serves misses) with Redis down.
-            let l2 = RedisStore::from_url(&url)?;
+            let strict = std::env::var("CACHE_STRICT_READS").is_ok_and(|v| v == "1");
+            let l2 = RedisStore::from_url(&url)?.strict_reads(strict);
             let l1_off = std::env::var("CACHE_L1").is_ok_and(|v| v == "off");
             let builder = Cache::builder().l2(l2).namespace(&namespace);
             let builder = if l1_off {
