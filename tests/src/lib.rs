@@ -112,3 +112,35 @@ where
         body,
     }
 }
+
+/// What an HTTP client got back as JSON from a real server.
+pub struct JsonReply {
+    /// Status code.
+    pub status: u16,
+    /// The `x-cache` header ("" when absent).
+    pub x_cache: String,
+    /// The body as JSON (`Null` when it is not JSON).
+    pub body: serde_json::Value,
+}
+
+/// Sends `req` (with `body` as JSON, if any) and reads the answer.
+pub async fn call(req: awc::ClientRequest, body: Option<serde_json::Value>) -> JsonReply {
+    let mut res = match body {
+        Some(json) => req.send_json(&json).await,
+        None => req.send().await,
+    }
+    .unwrap_or_else(|e| panic!("request failed: {e}"));
+    let x_cache = res
+        .headers()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let bytes = res.body().await.unwrap_or_default();
+    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    JsonReply {
+        status: res.status().as_u16(),
+        x_cache,
+        body,
+    }
+}

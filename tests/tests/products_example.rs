@@ -6,34 +6,7 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 use cache_actix::Cache;
 use cache_actix_examples::products::{configure, Db};
-use cache_actix_tests::{listener, Server};
-
-struct Reply {
-    status: u16,
-    x_cache: String,
-    body: serde_json::Value,
-}
-
-async fn call(req: awc::ClientRequest, body: Option<serde_json::Value>) -> Reply {
-    let mut res = match body {
-        Some(json) => req.send_json(&json).await,
-        None => req.send().await,
-    }
-    .unwrap_or_else(|e| panic!("request failed: {e}"));
-    let x_cache = res
-        .headers()
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let bytes = res.body().await.unwrap_or_default();
-    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-    Reply {
-        status: res.status().as_u16(),
-        x_cache,
-        body,
-    }
-}
+use cache_actix_tests::{call, listener, Server};
 
 fn start(token: Option<&str>) -> (Server, web::Data<Db>, Cache) {
     let cache = Cache::memory();

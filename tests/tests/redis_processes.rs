@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cache_actix_tests::{free_port, redis::RedisServer};
+use cache_actix_tests::{call, free_port, redis::RedisServer};
 
 /// A `product_node` process; killed on drop.
 struct Node {
@@ -50,19 +50,8 @@ async fn get(client: &awc::Client, url: &str) -> (u16, String, serde_json::Value
     if url.contains("/admin/") {
         req = req.insert_header(("authorization", "Bearer secret"));
     }
-    let mut res = req
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let x_cache = res
-        .headers()
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let body = res.body().await.unwrap_or_default();
-    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    (res.status().as_u16(), x_cache, json)
+    let reply = call(req, None).await;
+    (reply.status, reply.x_cache, reply.body)
 }
 
 /// Waits until the node answers and its invalidation subscription is up (before that, the node

@@ -405,6 +405,17 @@ impl RedisStore {
         vouched.then_some(Ok(Some(record)))
     }
 
+    /// The parts of a `GET`/`PUT` script reply, after noting the counter it carries first.
+    fn script_reply(&self, reply: Value) -> Result<Vec<Value>, CacheError> {
+        let Value::Array(parts) = reply else {
+            return Err(CacheError::Corrupt("unexpected script reply".into()));
+        };
+        if let Some(seq) = parts.first().and_then(int) {
+            self.shared.observed(seq);
+        }
+        Ok(parts)
+    }
+
     /// Counts a value that is not what we wrote and deletes it, so that the next fill replaces
     /// it (a failure to delete only delays that).
     async fn corrupt(&self, key: &CacheKey) {
@@ -431,12 +442,7 @@ impl RedisStore {
                 shared.run(&invocation).await
             })
             .await?;
-        let Value::Array(parts) = reply else {
-            return Err(CacheError::Corrupt("unexpected script reply".into()));
-        };
-        if let Some(seq) = parts.first().and_then(int) {
-            self.shared.observed(seq);
-        }
+        let parts = self.script_reply(reply)?;
         match (parts.get(1).and_then(int), parts.get(2)) {
             (Some(1), Some(Value::BulkString(bytes))) => match codec::decode(bytes) {
                 Ok(record) => Ok(Some(record)),
@@ -569,12 +575,7 @@ impl Store for RedisStore {
                 shared.run(&invocation).await
             })
             .await?;
-        let Value::Array(parts) = reply else {
-            return Err(CacheError::Corrupt("unexpected script reply".into()));
-        };
-        if let Some(seq) = parts.first().and_then(int) {
-            self.shared.observed(seq);
-        }
+        let parts = self.script_reply(reply)?;
         match parts.get(1).and_then(int) {
             Some(1) => Ok(()),
             _ => Err(CacheError::Invalidated),
