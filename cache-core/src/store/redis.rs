@@ -416,6 +416,17 @@ impl RedisStore {
         Ok(parts)
     }
 
+    /// The tick an invalidation or purge script returned. On failure the subscriber is woken to
+    /// re-tick as soon as Redis answers, since this node's L1 was dropped meanwhile.
+    fn tick_reply(&self, reply: Result<Value, CacheError>) -> Result<u64, CacheError> {
+        let tick =
+            reply.and_then(|v| int(&v).ok_or_else(|| CacheError::Corrupt("bad tick".into())));
+        if tick.is_err() {
+            self.shared.resync.notify_one();
+        }
+        tick
+    }
+
     /// Counts a value that is not what we wrote and deletes it, so that the next fill replaces
     /// it (a failure to delete only delays that).
     async fn corrupt(&self, key: &CacheKey) {
@@ -634,12 +645,8 @@ impl Store for RedisStore {
                 invocation.arg(&keys.channel).arg(pieces).arg(floor);
                 shared.run(&invocation).await
             })
-            .await
-            .and_then(|v| int(&v).ok_or_else(|| CacheError::Corrupt("bad tick".into())));
-        if result.is_err() {
-            self.shared.resync.notify_one();
-        }
-        result
+            .await;
+        self.tick_reply(result)
     }
 
     async fn purge_clocks(&self) -> Result<u64, CacheError> {
@@ -655,12 +662,8 @@ impl Store for RedisStore {
                     .arg(floor);
                 shared.run(&invocation).await
             })
-            .await
-            .and_then(|v| int(&v).ok_or_else(|| CacheError::Corrupt("bad tick".into())));
-        if result.is_err() {
-            self.shared.resync.notify_one();
-        }
-        result
+            .await;
+        self.tick_reply(result)
     }
 
     fn attach(&self, link: ClockLink) {
