@@ -3,7 +3,7 @@
 # same Redis at the same concurrency (DESIGN.md: at least 0.6x). Each L2 hit is one Lua script
 # call: record, born and tag clocks checked in one round trip.
 #
-#   bash examples/bench/l2_hit.sh            # CONNS=32 DURATION=10 WORKERS=1 STRICT=0 by default
+#   bash examples/benches/l2_hit.sh            # CONNS=32 DURATION=10 WORKERS=1 STRICT=0 by default
 #
 # STRICT=1 checks every read against the clocks in Redis (RedisStore::strict_reads).
 #
