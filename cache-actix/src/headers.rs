@@ -168,15 +168,15 @@ pub(crate) fn cache_control(entry: &Entry, now_ms: u64) -> (HeaderValue, u64) {
     )
 }
 
-/// `expires` matching `secs_left` counted from now; `None` past what an HTTP date can say
-/// (httpdate panics after year 9999, so the bound is checked here).
-pub(crate) fn expires(secs_left: u64) -> Option<HeaderValue> {
+/// `expires`: `secs` after the instant `from_ms` (Unix ms); `None` past what an HTTP date can
+/// say (httpdate panics after year 9999, so the bound is checked here).
+pub(crate) fn expires_after(from_ms: u64, secs: u64) -> Option<HeaderValue> {
     const YEAR_9999_SECS: u64 = 253_402_300_799;
-    let at = SystemTime::now().checked_add(Duration::from_secs(secs_left))?;
-    let since_epoch = at.duration_since(SystemTime::UNIX_EPOCH).ok()?;
-    if since_epoch.as_secs() > YEAR_9999_SECS {
+    let at = (from_ms / 1000).checked_add(secs)?;
+    if at > YEAR_9999_SECS {
         return None;
     }
+    let at = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(at))?;
     HeaderValue::from_str(&httpdate::fmt_http_date(at)).ok()
 }
 
@@ -223,9 +223,16 @@ mod tests {
 
     #[test]
     fn expires_never_panics_on_huge_lifetimes() {
-        assert!(expires(u64::MAX).is_none());
-        assert!(expires(MAX_DELTA_SECONDS).is_some());
-        assert!(expires(0).is_some());
+        let now = cache_core::time::now_ms();
+        assert!(expires_after(now, u64::MAX).is_none());
+        assert!(expires_after(u64::MAX, 1).is_none());
+        assert!(expires_after(now, MAX_DELTA_SECONDS).is_some());
+        assert_eq!(
+            expires_after(784_111_777_000, 0)
+                .as_ref()
+                .map(|v| v.to_str().ok()),
+            Some(Some("Sun, 06 Nov 1994 08:49:37 GMT"))
+        );
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod admin;
 mod bypass;
 pub mod headers;
 pub mod middleware;
+mod prepared;
 mod responder;
 
 pub use bypass::BypassReason;

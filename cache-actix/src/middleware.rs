@@ -23,7 +23,7 @@ use actix_web::{
     body::{BodySize, BoxBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
     http::{
-        header::{self, HeaderMap, HeaderName, HeaderValue},
+        header::{self, HeaderMap, HeaderValue},
         Method, StatusCode,
     },
     Error, HttpMessage, HttpResponse,
@@ -37,6 +37,7 @@ use futures_util::future::LocalBoxFuture;
 
 use crate::bypass::BypassReason;
 use crate::headers::{self as h, Outcome};
+use crate::prepared::Head;
 use crate::responder::ResolvedPolicy;
 
 /// Default largest body stored: 1 MiB.
@@ -666,32 +667,9 @@ fn render(request: &HeaderMap, entry: &Entry, outcome: Outcome) -> HttpResponse<
     };
     let mut res = HttpResponse::with_body(status, BoxBody::new(()));
     let headers = res.headers_mut();
-    if !not_modified {
-        for (name, value) in &entry.headers {
-            // Values came from valid headers; a store that hands back garbage loses that header only.
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_maybe_shared(value.clone()),
-            ) {
-                headers.append(name, value);
-            }
-        }
-    }
-    if let Ok(etag) = HeaderValue::from_str(&entry.etag) {
-        headers.insert(header::ETAG, etag);
-    }
+    Head::of(entry).write(entry, headers, not_modified, now);
     if !matches!(outcome, Outcome::Miss { .. }) {
         headers.insert(header::AGE, h::age(entry, now));
-    }
-    let (cache_control, max_age) = h::cache_control(entry, now);
-    headers.insert(header::CACHE_CONTROL, cache_control);
-    if let Some(expires) = h::expires(max_age) {
-        headers.insert(header::EXPIRES, expires);
-    }
-    if !entry.vary.is_empty() {
-        if let Ok(vary) = HeaderValue::from_str(&entry.vary.join(", ")) {
-            headers.insert(header::VARY, vary);
-        }
     }
     mark(headers, outcome, Some((entry, now)));
     if not_modified {

@@ -67,6 +67,56 @@ pub struct Entry {
     pub max_age_secs: Option<u64>,
     /// Whether this entry may answer a request that carries `Authorization` without varying on it.
     pub shares_authorized: bool,
+    /// What a frontend prepared from this entry to answer hits faster (the actix middleware keeps
+    /// the response headers here, built at the first answer). Not part of the stored value.
+    pub prepared: Prepared,
+}
+
+/// A slot where a frontend keeps its prepared form of an [`Entry`]. Entries are immutable once
+/// stored, so what is prepared from one stays right for its whole life. Cloning an entry (to
+/// change it) leaves the clone's slot empty, and the slot never makes two entries unequal.
+///
+/// ```
+/// use std::sync::Arc;
+/// let slot = cache_core::entry::Prepared::default();
+/// let head = slot.get_or_init(|| Arc::new(42u32));
+/// assert_eq!(head.downcast_ref::<u32>(), Some(&42));
+/// ```
+#[derive(Default)]
+pub struct Prepared(std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>);
+
+impl Prepared {
+    /// The prepared value, made by `make` on first use.
+    pub fn get_or_init(
+        &self,
+        make: impl FnOnce() -> Arc<dyn std::any::Any + Send + Sync>,
+    ) -> &Arc<dyn std::any::Any + Send + Sync> {
+        self.0.get_or_init(make)
+    }
+}
+
+impl Clone for Prepared {
+    fn clone(&self) -> Self {
+        Prepared::default()
+    }
+}
+
+impl PartialEq for Prepared {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Prepared {}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Prepared(..)"
+        } else {
+            "Prepared(empty)"
+        })
+    }
 }
 
 impl Entry {
@@ -96,6 +146,7 @@ impl Entry {
             visibility: Visibility::Unspecified,
             max_age_secs: None,
             shares_authorized: false,
+            prepared: Prepared::default(),
         }
     }
 

@@ -1,0 +1,98 @@
+//! The part of a cached answer that is the same for every hit on one entry, built once at its
+//! first answer and kept in the entry ([`cache_core::entry::Prepared`]): the stored headers as
+//! actix header types, `etag`, `vary`, and, while the entry is fresh, `cache-control` and
+//! `expires`.
+//!
+//! What must stay true: a prepared head says exactly what rebuilding it from the entry would;
+//! only values that depend on the entry alone (never on the request or the clock) live here.
+
+use std::sync::Arc;
+
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use cache_core::Entry;
+
+use crate::headers as h;
+
+/// The constant headers of the answers from one entry.
+pub(crate) struct Head {
+    /// The handler's headers, minus the ones never replayed.
+    stored: Vec<(HeaderName, HeaderValue)>,
+    etag: Option<HeaderValue>,
+    vary: Option<HeaderValue>,
+    /// `cache-control` and `expires` while the entry is fresh (both fixed by its ttl).
+    fresh_cache_control: HeaderValue,
+    fresh_expires: Option<HeaderValue>,
+}
+
+impl Head {
+    /// The head of `entry`, built on its first answer.
+    pub(crate) fn of(entry: &Entry) -> Arc<Head> {
+        let prepared = entry
+            .prepared
+            .get_or_init(|| Arc::new(Head::build(entry)))
+            .clone();
+        // Another frontend could have put its own type there; then build ours each time.
+        prepared
+            .downcast::<Head>()
+            .unwrap_or_else(|_| Arc::new(Head::build(entry)))
+    }
+
+    fn build(entry: &Entry) -> Head {
+        let stored = entry
+            .headers
+            .iter()
+            .filter_map(|(name, value)| {
+                // Values came from valid headers; a store that hands back garbage loses that
+                // header only.
+                Some((
+                    HeaderName::from_bytes(name.as_bytes()).ok()?,
+                    HeaderValue::from_maybe_shared(value.clone()).ok()?,
+                ))
+            })
+            .collect();
+        let (fresh_cache_control, max_age) = h::cache_control(entry, entry.stored_at_ms);
+        Head {
+            stored,
+            etag: HeaderValue::from_str(&entry.etag).ok(),
+            vary: (!entry.vary.is_empty())
+                .then(|| HeaderValue::from_str(&entry.vary.join(", ")).ok())
+                .flatten(),
+            fresh_cache_control,
+            fresh_expires: h::expires_after(entry.stored_at_ms, max_age),
+        }
+    }
+
+    /// Writes the head into `headers`: the stored headers unless `bodyless` (a 304), then
+    /// `etag`, `vary`, and `cache-control`/`expires` as they stand at `now_ms`.
+    pub(crate) fn write(
+        &self,
+        entry: &Entry,
+        headers: &mut HeaderMap,
+        bodyless: bool,
+        now_ms: u64,
+    ) {
+        if !bodyless {
+            for (name, value) in &self.stored {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        if let Some(etag) = &self.etag {
+            headers.insert(header::ETAG, etag.clone());
+        }
+        if let Some(vary) = &self.vary {
+            headers.insert(header::VARY, vary.clone());
+        }
+        if now_ms < entry.fresh_until_ms {
+            headers.insert(header::CACHE_CONTROL, self.fresh_cache_control.clone());
+            if let Some(expires) = &self.fresh_expires {
+                headers.insert(header::EXPIRES, expires.clone());
+            }
+        } else {
+            let (cache_control, left) = h::cache_control(entry, now_ms);
+            headers.insert(header::CACHE_CONTROL, cache_control);
+            if let Some(expires) = h::expires_after(now_ms, left) {
+                headers.insert(header::EXPIRES, expires);
+            }
+        }
+    }
+}
