@@ -47,6 +47,8 @@ struct Inner {
     flights: Flights<Arc<Entry>>,
     stats: Recorder,
     stores_since_prune: AtomicU64,
+    /// When the last full sweep of expired clocks and L1 records ran (Unix ms).
+    last_sweep_ms: AtomicU64,
 }
 
 /// A response cache. Cheap to clone: clones share everything.
@@ -146,13 +148,17 @@ impl CacheBuilder {
                 flights: Flights::default(),
                 stats: Recorder::default(),
                 stores_since_prune: AtomicU64::new(0),
+                last_sweep_ms: AtomicU64::new(now_ms()),
             }),
         }
     }
 }
 
-/// How often (in stores) expired clocks are pruned.
+/// How often (in stores) a full sweep of expired clocks and L1 records is considered...
 const PRUNE_EVERY: u64 = 1024;
+/// ...and how long at least between two sweeps: a sweep visits every L1 record, so under a
+/// stream of misses a count alone would make it a large share of each store's cost.
+const SWEEP_INTERVAL_MS: u64 = 5_000;
 
 impl Cache {
     /// A single-process cache in bounded memory (64 MiB).
@@ -368,12 +374,28 @@ impl Cache {
             % PRUNE_EVERY
             == PRUNE_EVERY - 1
         {
+            self.sweep_if_due();
+        }
+        Some(entry)
+    }
+
+    /// Drops expired clocks and L1 records, at most once per [`SWEEP_INTERVAL_MS`]. Between
+    /// sweeps, expired records still go when read and from the front of the L1's queue.
+    fn sweep_if_due(&self) {
+        let now = now_ms();
+        let last = self.inner.last_sweep_ms.load(Ordering::Relaxed);
+        let due = now.saturating_sub(last) >= SWEEP_INTERVAL_MS
+            && self
+                .inner
+                .last_sweep_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        if due {
             self.inner.clocks.prune();
             if let Some(l1) = self.l1() {
                 l1.reclaim_expired();
             }
         }
-        Some(entry)
     }
 
     /// Invalidates one tag: when this resolves `Ok`, no later lookup on this node returns an entry
