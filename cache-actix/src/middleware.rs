@@ -391,7 +391,9 @@ where
             .extensions()
             .get::<ResolvedPolicy>()
             .cloned()
-            .or_else(|| self.default_policy(res.request().path()));
+            // The path as the router matched it (percent-escapes decoded), so that an encoded
+            // spelling of an excluded path cannot slip past the rules.
+            .or_else(|| self.default_policy(res.request().match_info().as_str()));
         let verdict = match &policy {
             Some(p) => storable(&res, &p.policy, has_auth, self.config.max_body_bytes),
             None => Err(BypassReason::NoPolicy),
