@@ -105,29 +105,14 @@ impl Outcome {
 
 /// `cache-actix; hit; ttl=N`, written without `format!` (this runs on every hit).
 fn hit_status(ttl: i128) -> HeaderValue {
-    const PREFIX: &[u8] = b"cache-actix; hit; ttl=";
-    let mut buf = [0u8; PREFIX.len() + 41];
-    buf[..PREFIX.len()].copy_from_slice(PREFIX);
-    let mut digits = [0u8; 40];
-    let mut n = ttl.unsigned_abs();
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let mut len = PREFIX.len();
-    if ttl < 0 {
-        buf[len] = b'-';
-        len += 1;
-    }
-    let digits = &digits[i..];
-    buf[len..len + digits.len()].copy_from_slice(digits);
-    len += digits.len();
-    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static(CACHE_NAME))
+    let mut number = itoa::Buffer::new();
+    let ttl = number.format(ttl);
+    let mut text = bytes::BytesMut::with_capacity(CACHE_NAME.len() + 11 + ttl.len());
+    text.extend_from_slice(CACHE_NAME.as_bytes());
+    text.extend_from_slice(b"; hit; ttl=");
+    text.extend_from_slice(ttl.as_bytes());
+    HeaderValue::from_maybe_shared(text.freeze())
+        .unwrap_or_else(|_| HeaderValue::from_static(CACHE_NAME))
 }
 
 /// Whether a `Cache-Control`-style header list carries `directive` (case-insensitive, with or

@@ -669,7 +669,7 @@ fn render(request: &HeaderMap, entry: &Entry, outcome: Outcome) -> HttpResponse<
     };
     let mut res = HttpResponse::with_body(status, BoxBody::new(()));
     let headers = res.headers_mut();
-    Head::of(entry).write(entry, headers, not_modified, now);
+    Head::write_for(entry, headers, not_modified, now);
     if !matches!(outcome, Outcome::Miss { .. }) {
         headers.insert(header::AGE, h::age(entry, now));
     }

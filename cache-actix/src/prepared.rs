@@ -25,16 +25,15 @@ pub(crate) struct Head {
 }
 
 impl Head {
-    /// The head of `entry`, built on its first answer.
-    pub(crate) fn of(entry: &Entry) -> Arc<Head> {
-        let prepared = entry
-            .prepared
-            .get_or_init(|| Arc::new(Head::build(entry)))
-            .clone();
-        // Another frontend could have put its own type there; then build ours each time.
-        prepared
-            .downcast::<Head>()
-            .unwrap_or_else(|_| Arc::new(Head::build(entry)))
+    /// Writes the head of `entry` into `headers`, building it on the entry's first answer.
+    pub(crate) fn write_for(entry: &Entry, headers: &mut HeaderMap, bodyless: bool, now_ms: u64) {
+        let prepared = entry.prepared.get_or_init(|| Arc::new(Head::build(entry)));
+        match prepared.downcast_ref::<Head>() {
+            Some(head) => head.write(entry, headers, bodyless, now_ms),
+            // Only this module fills the slot, so this is a Head; rebuilding is the safe answer
+            // should that ever change.
+            None => Head::build(entry).write(entry, headers, bodyless, now_ms),
+        }
     }
 
     fn build(entry: &Entry) -> Head {

@@ -225,18 +225,13 @@ impl Cache {
             }
             None => (None, None),
         };
+        // `get` returned only records the clocks accept.
         let Some(entry) = entry else {
             return Lookup::Miss {
                 stale_if_error: None,
                 vary,
             };
         };
-        if !self.is_valid(&entry) {
-            return Lookup::Miss {
-                stale_if_error: None,
-                vary,
-            };
-        }
         match entry.freshness(now_ms()) {
             Freshness::Fresh => Lookup::Fresh(entry),
             Freshness::StaleWhileRevalidate => Lookup::Stale(entry),
@@ -258,6 +253,14 @@ impl Cache {
             .is_valid(entry.born, entry.tags.iter().map(String::as_str))
     }
 
+    /// Whether the clocks accept `record`.
+    fn accepts(&self, record: &Record) -> bool {
+        match record {
+            Record::Response(entry) => self.is_valid(entry),
+            Record::Variants(_) => true,
+        }
+    }
+
     /// The L1, if there is one and it may be used right now.
     fn l1(&self) -> Option<&MemoryStore> {
         self.inner
@@ -266,6 +269,8 @@ impl Cache {
             .filter(|_| self.inner.l1_live.load(Ordering::Acquire))
     }
 
+    /// The record under `key`, from the L1 or else the L2, if its full key matches and the tag
+    /// clocks accept it (a response's `born` against its tags; a vary list is always accepted).
     async fn get(&self, key: &CacheKey) -> Option<Record> {
         if let Some(l1) = self.l1() {
             match l1.get_now(key) {
@@ -283,11 +288,12 @@ impl Cache {
         let l2 = self.inner.l2.as_ref()?;
         match l2.get(key).await {
             // The key check is ours, not the store's: a store returning a colliding or foreign
-            // record must cause a miss.
-            Ok(Some(record)) if record.key() == key.as_bytes() => {
+            // record must cause a miss. So is the clock check: it runs before the record can be
+            // copied into the L1.
+            Ok(Some(record)) if record.key() == key.as_bytes() && self.accepts(&record) => {
                 Tier::add(&self.inner.stats.l2.hits);
-                // The L2 checked the record against the shared clocks; the L1 copy expires with
-                // it and is checked against this node's clocks, which the subscription keeps up.
+                // The L1 copy expires with the L2 record and is checked against this node's
+                // clocks, which the subscription keeps up.
                 if let Some(l1) = self.l1() {
                     l1.put_now(key, record.clone());
                 }

@@ -63,7 +63,7 @@ pub struct Entry {
     pub vary: Arc<[String]>,
     /// What clients are told in `Cache-Control`.
     pub visibility: Visibility,
-    /// Explicit client `max-age` in seconds; `None` means what remains of the ttl.
+    /// Explicit client `max-age` in seconds; `None` means the whole ttl (clients subtract `Age`).
     pub max_age_secs: Option<u64>,
     /// Whether this entry may answer a request that carries `Authorization` without varying on it.
     pub shares_authorized: bool,
@@ -174,11 +174,6 @@ impl Entry {
     /// Whole seconds since it was stored (the `Age` header).
     pub fn age_secs(&self, now_ms: u64) -> u64 {
         now_ms.saturating_sub(self.stored_at_ms) / 1000
-    }
-
-    /// Whole seconds of freshness left, rounded down; zero once stale.
-    pub fn ttl_left_secs(&self, now_ms: u64) -> u64 {
-        self.fresh_until_ms.saturating_sub(now_ms) / 1000
     }
 
     /// Bytes this entry's variable-size parts occupy: key, headers, body, etag, tags, vary names.

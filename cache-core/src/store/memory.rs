@@ -36,14 +36,24 @@ pub const RECORD_OVERHEAD: usize =
 /// `Vec` and the allocator's rounding of each small allocation.
 pub const ITEM_OVERHEAD: usize = 48;
 
+/// Bytes charged per response for what a frontend prepares from it on its first answer
+/// ([`crate::entry::Prepared`]; the actix middleware keeps the response head there): the
+/// head's own allocation plus copies of `etag`, `cache-control` and `expires`...
+pub const PREPARED_OVERHEAD: usize = 192;
+/// ...and one actix header pair per stored header.
+pub const PREPARED_PER_HEADER: usize = 48;
+
 /// What a record costs the budget: its payload plus the measured bookkeeping around it.
 fn charge(record: &Record) -> usize {
-    let items = match record {
-        Record::Response(entry) => entry.headers.len() + entry.tags.len() + entry.vary.len(),
-        Record::Variants(variants) => variants.vary.len(),
+    let (items, prepared) = match record {
+        Record::Response(entry) => (
+            entry.headers.len() + entry.tags.len() + entry.vary.len(),
+            PREPARED_OVERHEAD + entry.headers.len() * PREPARED_PER_HEADER,
+        ),
+        Record::Variants(variants) => (variants.vary.len(), 0),
     };
     // 32: rounding of the key, etag and body allocations.
-    record.payload_bytes() + RECORD_OVERHEAD + items * ITEM_OVERHEAD + 32
+    record.payload_bytes() + RECORD_OVERHEAD + items * ITEM_OVERHEAD + 32 + prepared
 }
 
 /// Keys are already 128-bit hashes: hashing them again would waste the hit path's time.

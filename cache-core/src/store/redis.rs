@@ -453,9 +453,14 @@ impl RedisStore {
                 shared.run(&invocation).await
             })
             .await?;
-        let parts = self.script_reply(reply)?;
-        match (parts.get(1).and_then(int), parts.get(2)) {
-            (Some(1), Some(Value::BulkString(bytes))) => match codec::decode(bytes) {
+        let mut parts = self.script_reply(reply)?;
+        let status = parts.get(1).and_then(int);
+        let value = match parts.get_mut(2) {
+            Some(Value::BulkString(bytes)) => Some(bytes::Bytes::from(std::mem::take(bytes))),
+            _ => None,
+        };
+        match (status, value) {
+            (Some(1), Some(bytes)) => match codec::decode_shared(&bytes) {
                 Ok(record) => Ok(Some(record)),
                 Err(err) => {
                     self.corrupt(key).await;
