@@ -362,19 +362,9 @@ impl RedisStore {
     ) -> Option<Result<Option<Record>, CacheError>> {
         let reply = self
             .call(move |shared| async move {
-                shared
-                    .conn
-                    .with(|mut conn| {
-                        let record_key = &record_key;
-                        async move {
-                            redis::cmd("HGET")
-                                .arg(record_key)
-                                .arg("v")
-                                .query_async::<Option<Vec<u8>>>(&mut conn)
-                                .await
-                        }
-                    })
-                    .await
+                let mut hget = redis::cmd("HGET");
+                hget.arg(&record_key).arg("v");
+                shared.query::<Option<Vec<u8>>>(&hget).await
             })
             .await;
         let bytes = match reply {
@@ -496,6 +486,16 @@ impl Shared {
             .await
     }
 
+    /// Runs one plain command on this thread's connection.
+    pub(crate) async fn query<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, CacheError> {
+        self.conn
+            .with(|mut conn| async move { cmd.query_async::<T>(&mut conn).await })
+            .await
+    }
+
     fn observed(&self, seq: u64) {
         if let Some(link) = self.link.get() {
             link.observed(seq);
@@ -601,19 +601,9 @@ impl Store for RedisStore {
     async fn remove(&self, key: &CacheKey) -> Result<(), CacheError> {
         let record_key = self.keys()?.record(key);
         self.call(move |shared| async move {
-            shared
-                .conn
-                .with(|mut conn| {
-                    let record_key = &record_key;
-                    async move {
-                        redis::cmd("DEL")
-                            .arg(record_key)
-                            .query_async::<Value>(&mut conn)
-                            .await
-                    }
-                })
-                .await
-                .map(|_| ())
+            let mut del = redis::cmd("DEL");
+            del.arg(&record_key);
+            shared.query::<Value>(&del).await.map(|_| ())
         })
         .await
     }

@@ -102,16 +102,9 @@ async fn session(
 /// invalidated valid again. Under an `allkeys-*` or `volatile-*` policy Redis may evict them
 /// (clocks carry a TTL); say so loudly. `CONFIG` may be refused (managed Redis): then say nothing.
 async fn warn_if_clocks_can_be_evicted(shared: &Shared) {
-    let reply = shared
-        .conn
-        .with(|mut conn| async move {
-            redis::cmd("CONFIG")
-                .arg("GET")
-                .arg("maxmemory-policy")
-                .query_async::<Vec<String>>(&mut conn)
-                .await
-        })
-        .await;
+    let mut config_get = redis::cmd("CONFIG");
+    config_get.arg("GET").arg("maxmemory-policy");
+    let reply = shared.query::<Vec<String>>(&config_get).await;
     if let Ok(reply) = reply {
         if let Some(policy) = reply.get(1).filter(|p| p.as_str() != "noeviction") {
             tracing::warn!(
