@@ -76,8 +76,8 @@ impl Outcome {
     pub(crate) fn cache_status(self, entry: Option<&Entry>, now_ms: u64) -> HeaderValue {
         let ttl = entry.map(|e| (e.fresh_until_ms as i128 - now_ms as i128).div_euclid(1000));
         let text = match (self, ttl) {
-            // The hit path: no formatting machinery, one copy.
-            (Outcome::Hit, Some(ttl)) => return hit_status(ttl),
+            // The hit and miss paths: no formatting machinery, one copy.
+            (Outcome::Hit, Some(ttl)) => return with_ttl("; hit; ttl=", ttl),
             (Outcome::Collapsed, Some(ttl)) => {
                 format!("{CACHE_NAME}; hit; ttl={ttl}; detail=collapsed")
             }
@@ -89,8 +89,13 @@ impl Outcome {
             }
             (Outcome::Miss { stored, vary_known }, ttl) => {
                 let fwd = if vary_known { "vary-miss" } else { "uri-miss" };
-                match (stored, ttl) {
-                    (true, Some(ttl)) => format!("{CACHE_NAME}; fwd={fwd}; stored; ttl={ttl}"),
+                match (stored, ttl, vary_known) {
+                    (true, Some(ttl), false) => {
+                        return with_ttl("; fwd=uri-miss; stored; ttl=", ttl)
+                    }
+                    (true, Some(ttl), true) => {
+                        return with_ttl("; fwd=vary-miss; stored; ttl=", ttl)
+                    }
                     _ => format!("{CACHE_NAME}; fwd={fwd}"),
                 }
             }
@@ -103,14 +108,15 @@ impl Outcome {
     }
 }
 
-/// `cache-actix; hit; ttl=N`, written without `format!` (this runs on every hit).
-fn hit_status(ttl: i128) -> HeaderValue {
+/// `cache-actix` + `middle` + `ttl`, written without `format!` (this runs on every hit and
+/// every miss).
+fn with_ttl(middle: &str, ttl: i128) -> HeaderValue {
     let mut number = itoa::Buffer::new();
     let ttl = number.format(ttl);
-    let mut text = bytes::BytesMut::with_capacity(CACHE_NAME.len() + 11 + ttl.len());
-    text.extend_from_slice(CACHE_NAME.as_bytes());
-    text.extend_from_slice(b"; hit; ttl=");
-    text.extend_from_slice(ttl.as_bytes());
+    let mut text = bytes::BytesMut::with_capacity(CACHE_NAME.len() + middle.len() + ttl.len());
+    for part in [CACHE_NAME, middle, ttl] {
+        text.extend_from_slice(part.as_bytes());
+    }
     HeaderValue::from_maybe_shared(text.freeze())
         .unwrap_or_else(|_| HeaderValue::from_static(CACHE_NAME))
 }
@@ -235,11 +241,15 @@ mod tests {
     }
 
     #[test]
-    fn hit_status_reads_like_the_formatted_one() {
+    fn statuses_with_a_ttl_read_like_formatted_ones() {
         for ttl in [0i128, 7, 59, -3, 1_000_000, i128::MAX, i128::MIN + 1] {
             assert_eq!(
-                hit_status(ttl),
+                with_ttl("; hit; ttl=", ttl),
                 format!("{CACHE_NAME}; hit; ttl={ttl}").as_str()
+            );
+            assert_eq!(
+                with_ttl("; fwd=uri-miss; stored; ttl=", ttl),
+                format!("{CACHE_NAME}; fwd=uri-miss; stored; ttl={ttl}").as_str()
             );
         }
     }
