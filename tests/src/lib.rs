@@ -54,6 +54,15 @@ impl Drop for Server {
     }
 }
 
+/// The `x-cache` header of any header map, as text ("" when absent or not text).
+pub fn x_cache_of(headers: &actix_web::http::header::HeaderMap) -> String {
+    headers
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
 /// What a client got back from a service under test.
 pub struct Reply {
     /// Status code.
@@ -130,12 +139,7 @@ pub async fn call(req: awc::ClientRequest, body: Option<serde_json::Value>) -> J
         None => req.send().await,
     }
     .unwrap_or_else(|e| panic!("request failed: {e}"));
-    let x_cache = res
-        .headers()
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let x_cache = x_cache_of(res.headers());
     let bytes = res.body().await.unwrap_or_default();
     let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     JsonReply {

@@ -21,11 +21,7 @@ fn get(path: &str) -> actix_http::Request {
 }
 
 fn x_cache<B>(res: &actix_web::dev::ServiceResponse<B>) -> String {
-    res.headers()
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
+    cache_actix_tests::x_cache_of(res.headers())
 }
 
 #[actix_web::test]
@@ -117,12 +113,7 @@ async fn two_hundred_fifty_six_cold_requests_run_the_handler_once() {
         let url = server.url("/slow");
         async move {
             let mut res = client.get(url).send().await.unwrap();
-            let x = res
-                .headers()
-                .get("x-cache")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
+            let x = cache_actix_tests::x_cache_of(res.headers());
             (res.status().as_u16(), x, res.body().await.unwrap())
         }
     });

@@ -50,13 +50,7 @@ async fn twice(
             .call(req.to_request())
             .await
             .unwrap_or_else(|e| panic!("service error: {e}"));
-        x_cache.push(
-            res.headers()
-                .get("x-cache")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string(),
-        );
+        x_cache.push(cache_actix_tests::x_cache_of(res.headers()));
         bodies.push(test::read_body(res).await);
     }
     (x_cache, bodies, calls.load(Ordering::SeqCst))
