@@ -36,6 +36,9 @@ pub enum BypassReason {
     /// The handler's own `Vary` names a header the policy does not vary on (or is `*`): the key
     /// would not separate the variants, so the response cannot be shared.
     Vary,
+    /// HTTP semantics mode: the response has no explicit or heuristic freshness and no
+    /// validator, so a stored copy could never be reused.
+    NotReusable,
 }
 
 impl BypassReason {
@@ -53,6 +56,7 @@ impl BypassReason {
             BypassReason::StreamingBody => "streaming-body",
             BypassReason::KeyTooLarge => "key-too-large",
             BypassReason::Vary => "vary",
+            BypassReason::NotReusable => "not-reusable",
         }
     }
 }

@@ -56,6 +56,8 @@ pub(crate) enum Outcome {
     StaleRevalidate,
     /// Stale entry because the handler failed.
     StaleIfError,
+    /// A stale entry the origin confirmed with a 304 (HTTP semantics mode).
+    Revalidated,
     /// Handler ran; `stored` says whether the result was kept, `vary_known` whether the
     /// resource was known (a `vary-miss`) or not (a `uri-miss`).
     Miss { stored: bool, vary_known: bool },
@@ -66,7 +68,7 @@ pub(crate) enum Outcome {
 impl Outcome {
     pub(crate) fn x_cache(self) -> HeaderValue {
         HeaderValue::from_static(match self {
-            Outcome::Hit | Outcome::Collapsed => "HIT",
+            Outcome::Hit | Outcome::Collapsed | Outcome::Revalidated => "HIT",
             Outcome::StaleRevalidate | Outcome::StaleIfError => "STALE",
             Outcome::Miss { .. } => "MISS",
             Outcome::Bypass(_) => "BYPASS",
@@ -86,6 +88,9 @@ impl Outcome {
             }
             (Outcome::StaleIfError, Some(ttl)) => {
                 format!("{CACHE_NAME}; hit; ttl={ttl}; detail=stale-if-error")
+            }
+            (Outcome::Revalidated, Some(ttl)) => {
+                format!("{CACHE_NAME}; fwd=stale; fwd-status=304; stored; ttl={ttl}")
             }
             (Outcome::Miss { stored, vary_known }, ttl) => {
                 let fwd = if vary_known { "vary-miss" } else { "uri-miss" };

@@ -33,6 +33,7 @@
 pub mod admin;
 mod bypass;
 pub mod headers;
+pub mod http_semantics;
 pub mod middleware;
 mod prepared;
 mod responder;
@@ -48,5 +49,6 @@ pub use cache_core::{
 pub use cache_core::{codec, ClockLink};
 /// The `#[cached(...)]` attribute: see the crate README for every key.
 pub use cache_macros::cached;
+pub use http_semantics::{HttpOptions, OriginUnreachable};
 pub use middleware::CacheMiddleware;
 pub use responder::Cached;

@@ -29,10 +29,7 @@ use actix_web::{
     Error, HttpMessage, HttpResponse,
 };
 use bytes::Bytes;
-use cache_core::{
-    entry::strong_etag, flight::Join, Cache, CacheKey, CachePolicy, Entry, Event, Lookup,
-    PrimaryKey,
-};
+use cache_core::{flight::Join, Cache, CacheKey, CachePolicy, Entry, Event, Lookup, PrimaryKey};
 use futures_util::future::LocalBoxFuture;
 
 use crate::bypass::BypassReason;
@@ -47,15 +44,17 @@ pub const DEFAULT_MAX_KEY_BYTES: usize = 8 << 10;
 /// Default longest wait for another request's fill before running the handler anyway.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
-struct Config {
+pub(crate) struct Config {
     cache: Cache,
     default_ttl: Option<Duration>,
     include: Vec<String>,
     exclude: Vec<String>,
-    max_body_bytes: usize,
-    max_key_bytes: usize,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) max_key_bytes: usize,
     honor_client_no_cache: bool,
     lock_timeout: Duration,
+    /// RFC 9111 shared-cache rules for responses that carry no policy.
+    pub(crate) http: Option<crate::http_semantics::HttpOptions>,
     /// Flight keys whose stale entry was served once: the next request refreshes them.
     refresh_due: Mutex<HashSet<u128>>,
 }
@@ -102,6 +101,7 @@ impl CacheMiddleware {
                 max_key_bytes: DEFAULT_MAX_KEY_BYTES,
                 honor_client_no_cache: false,
                 lock_timeout: DEFAULT_LOCK_TIMEOUT,
+                http: None,
                 refresh_due: Mutex::new(HashSet::new()),
             }),
         }
@@ -156,6 +156,37 @@ impl CacheMiddleware {
     pub fn lock_timeout(self, timeout: Duration) -> Self {
         self.edit(|c| c.lock_timeout = timeout)
     }
+
+    /// Acts as an RFC 9111 shared HTTP cache for responses that carry no `#[cached]` policy:
+    /// whether and how long they are kept comes from their own `Cache-Control`, `Expires`,
+    /// `Vary` and validators, with no default ttl. See [`crate::HttpOptions`] for the defaults
+    /// that are stricter than the RFC, and [`CacheMiddleware::http_semantics_with`] to change
+    /// them.
+    ///
+    /// ```
+    /// use actix_web::{web, App, HttpResponse};
+    /// use cache_actix::{Cache, CacheMiddleware};
+    ///
+    /// let app = App::new()
+    ///     .wrap(CacheMiddleware::new(Cache::memory()).http_semantics())
+    ///     .default_service(web::to(|| async {
+    ///         HttpResponse::Ok().insert_header(("cache-control", "max-age=60")).body("hi")
+    ///     }));
+    /// ```
+    pub fn http_semantics(self) -> Self {
+        self.http_semantics_with(crate::http_semantics::HttpOptions::default())
+    }
+
+    /// [`CacheMiddleware::http_semantics`] with explicit options.
+    ///
+    /// ```
+    /// use cache_actix::{Cache, CacheMiddleware, HttpOptions};
+    /// let mw = CacheMiddleware::new(Cache::memory())
+    ///     .http_semantics_with(HttpOptions::default().cdn_cache_control(true));
+    /// ```
+    pub fn http_semantics_with(self, options: crate::http_semantics::HttpOptions) -> Self {
+        self.edit(|c| c.http = Some(options))
+    }
 }
 
 impl<S, B> Transform<S, ServiceRequest> for CacheMiddleware
@@ -203,9 +234,9 @@ where
     }
 }
 
-struct Flow<S> {
-    service: Rc<S>,
-    config: Arc<Config>,
+pub(crate) struct Flow<S> {
+    pub(crate) service: Rc<S>,
+    pub(crate) config: Arc<Config>,
 }
 
 impl<S, B> Flow<S>
@@ -213,7 +244,7 @@ where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
     B: MessageBody + 'static,
 {
-    fn cache(&self) -> &Cache {
+    pub(crate) fn cache(&self) -> &Cache {
         &self.config.cache
     }
 
@@ -237,6 +268,28 @@ where
                 .lookup(&primary, |vary| variant_key(&primary, vary, req.headers()))
                 .await
         };
+        if self.config.http.is_some() {
+            let stored = match &lookup {
+                Lookup::Fresh(e) | Lookup::Stale(e) | Lookup::Retained(e) => Some(e),
+                Lookup::Miss {
+                    stale_if_error: Some(e),
+                    ..
+                } => Some(e),
+                Lookup::Miss { .. } => None,
+            };
+            if let Some(entry) = stored.filter(|e| e.http.is_some()).cloned() {
+                return self.http_reuse(req, primary, entry).await;
+            }
+            if crate::http_semantics::directives::Directives::of(
+                req.headers(),
+                &header::CACHE_CONTROL,
+            )
+            .only_if_cached
+            {
+                self.cache().record(Event::Bypass);
+                return Ok(req.into_response(crate::http_semantics::gateway_timeout()));
+            }
+        }
         match lookup {
             Lookup::Fresh(entry) if servable(&entry, req.headers()) => {
                 self.cache().record(Event::Hit);
@@ -247,6 +300,10 @@ where
                 self.stale(req, primary, entry).await
             }
             Lookup::Fresh(entry) | Lookup::Stale(entry) => {
+                let vary = Some(entry.vary.clone());
+                self.fill(req, primary, vary, None).await
+            }
+            Lookup::Retained(entry) => {
                 let vary = Some(entry.vary.clone());
                 self.fill(req, primary, vary, None).await
             }
@@ -267,10 +324,29 @@ where
         req: ServiceRequest,
         method: Method,
     ) -> Result<ServiceResponse<BoxBody>, Error> {
-        let unsafe_method = matches!(
-            method,
-            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-        );
+        // RFC 9111 section 4.4: every method that is not safe; the policy mode keeps to the
+        // four that change state in practice.
+        let unsafe_method = if self.config.http.is_some() {
+            !matches!(method, Method::OPTIONS | Method::TRACE)
+        } else {
+            matches!(
+                method,
+                Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+            )
+        };
+        let target = (unsafe_method && self.config.http.is_some()).then(|| {
+            let host = req
+                .headers()
+                .get(header::HOST)
+                .map(|h| h.as_bytes().to_vec())
+                .or_else(|| {
+                    req.uri()
+                        .authority()
+                        .map(|a| a.as_str().as_bytes().to_vec())
+                })
+                .unwrap_or_default();
+            (host, req.uri().path().to_string())
+        });
         let primary = if unsafe_method {
             self.primary_key(&req)
         } else {
@@ -284,6 +360,10 @@ where
             if let Err(err) = self.cache().purge_url(&primary).await {
                 self.cache().record(Event::Error);
                 tracing::warn!(error = %err, "could not purge the URL after an unsafe request");
+            }
+            if let Some((host, path)) = &target {
+                self.http_invalidate_targets(host, path, res.headers())
+                    .await;
             }
         }
         mark(
@@ -309,7 +389,7 @@ where
 
     /// A stale entry inside its revalidate window: answer it at once, and let the next request
     /// that finds it stale refresh it while the others keep getting the stale copy.
-    async fn stale(
+    pub(crate) async fn stale(
         self,
         req: ServiceRequest,
         primary: PrimaryKey,
@@ -340,7 +420,7 @@ where
 
     /// Nothing fresh is stored: join the single-flight for the key and run the handler, or
     /// wait for the request that runs it.
-    async fn fill(
+    pub(crate) async fn fill(
         self,
         req: ServiceRequest,
         primary: PrimaryKey,
@@ -374,9 +454,13 @@ where
         // A HEAD response may lack the body a GET would get: answer it, never store it.
         let is_head = req.method() == Method::HEAD;
         let born = self.cache().begin_fill();
+        let request_ms = cache_core::time::now_ms();
         let res = self.call_inner(req).await?;
 
         if res.status().is_server_error() {
+            let stale = stale.filter(|s| {
+                s.http.is_none() || crate::http_semantics::may_serve_stale_on_error(s, &res)
+            });
             if let Some(stale) = stale {
                 self.cache().record(Event::StaleHit);
                 tracing::debug!(status = %res.status(), "handler failed; serving stale");
@@ -394,6 +478,11 @@ where
             // The path as the router matched it (percent-escapes decoded), so that an encoded
             // spelling of an excluded path cannot slip past the rules.
             .or_else(|| self.default_policy(res.request().match_info().as_str()));
+        if policy.is_none() && self.config.http.is_some() {
+            return self
+                .http_finish(res, primary, leader, vary_known, has_auth, born, request_ms)
+                .await;
+        }
         let verdict = match &policy {
             Some(p) => storable(&res, &p.policy, has_auth, self.config.max_body_bytes),
             None => Err(BypassReason::NoPolicy),
@@ -432,35 +521,35 @@ where
         let key = variant_key(&primary, policy.policy.vary_headers(), http_req.headers());
         let entry = build_entry(&key, &head, body, &policy, born);
         let stored = if is_head || key.as_bytes().len() > self.config.max_key_bytes {
-            None
+            Err(Arc::new(entry))
         } else {
-            self.cache().store(&primary, &key, entry.clone()).await
+            self.cache().store(&primary, &key, entry).await
         };
         let outcome = Outcome::Miss {
-            stored: stored.is_some(),
+            stored: stored.is_ok(),
             vary_known,
         };
-        if let (Some(leader), Some(stored)) = (leader, stored.clone()) {
-            leader.complete(stored);
+        if let (Some(leader), Ok(stored)) = (leader, &stored) {
+            leader.complete(stored.clone());
         }
         tracing::debug!(
             path = http_req.path(),
-            stored = stored.is_some(),
+            stored = stored.is_ok(),
             "cache miss"
         );
-        let entry = stored.unwrap_or_else(|| Arc::new(entry));
+        let entry = stored.unwrap_or_else(|refused| refused);
         let response = render(http_req.headers(), &entry, outcome);
         Ok(ServiceResponse::new(http_req, response))
     }
 
     /// Runs the wrapped service, with the cache in the request extensions so that the `Cache`
     /// extractor finds it without `app_data` (only here: hits never pay for the insert).
-    fn call_inner(&self, req: ServiceRequest) -> S::Future {
+    pub(crate) fn call_inner(&self, req: ServiceRequest) -> S::Future {
         req.extensions_mut().insert(self.cache().clone());
         self.service.call(req)
     }
 
-    fn primary_key(&self, req: &ServiceRequest) -> Option<PrimaryKey> {
+    pub(crate) fn primary_key(&self, req: &ServiceRequest) -> Option<PrimaryKey> {
         let host = req
             .headers()
             .get(header::HOST)
@@ -499,23 +588,44 @@ where
 }
 
 /// The key of the variant of `primary` that a request with `headers` selects under `vary`.
-fn variant_key(primary: &PrimaryKey, vary: &[String], headers: &HeaderMap) -> CacheKey {
+pub(crate) fn variant_key(primary: &PrimaryKey, vary: &[String], headers: &HeaderMap) -> CacheKey {
     if vary.is_empty() {
         return primary.cache_key();
     }
     vary.iter()
         .fold(primary.variant(), |key, name| {
-            key.header(
-                name,
-                headers.get_all(name.as_str()).map(HeaderValue::as_bytes),
-            )
+            let mut lines = headers.get_all(name.as_str()).peekable();
+            if lines.peek().is_none() {
+                return key.header(name, std::iter::empty());
+            }
+            let value = normalized(name, lines);
+            key.header(name, [value.as_slice()])
         })
         .finish()
 }
 
+/// A varied request header as one value, so that spellings with the same meaning share a
+/// variant (RFC 9111 section 4.1 lets a cache normalise): every line joined as one list,
+/// whitespace around members dropped; for `Accept-Language`, members also lowercased and
+/// sorted (language tags ignore case, and the q-values, not the order, rank them).
+fn normalized<'a>(name: &str, lines: impl Iterator<Item = &'a HeaderValue>) -> Vec<u8> {
+    let mut members: Vec<Vec<u8>> = lines
+        .flat_map(|line| line.as_bytes().split(|b| *b == b','))
+        .map(|m| m.trim_ascii().to_vec())
+        .collect();
+    if name == "accept-language" {
+        for m in &mut members {
+            m.make_ascii_lowercase();
+            m.retain(|b| !b.is_ascii_whitespace());
+        }
+        members.sort();
+    }
+    members.join(&b',')
+}
+
 /// Whether `entry` may answer a request with `headers`: one with `Authorization` only when the
 /// policy shared such responses (public, or varied on it, so the key already separates users).
-fn servable(entry: &Entry, headers: &HeaderMap) -> bool {
+pub(crate) fn servable(entry: &Entry, headers: &HeaderMap) -> bool {
     entry.shares_authorized || !headers.contains_key(header::AUTHORIZATION)
 }
 
@@ -603,7 +713,9 @@ fn build_entry(
             )
         })
         .collect();
-    let mut tags = policy.tags.clone();
+    // Room for the URL's implicit tag, which `Cache::store` adds.
+    let mut tags = Vec::with_capacity(policy.tags.len() + 1);
+    tags.extend(policy.tags.iter().cloned());
     for value in head
         .headers()
         .get_all(h::CACHE_TAG)
@@ -617,13 +729,13 @@ fn build_entry(
                 .map(str::to_owned),
         );
     }
-    let etag = head
+    let own_etag = head
         .headers()
         .get(header::ETAG)
         .and_then(|v| v.to_str().ok())
         .filter(|v| v.starts_with('"') || v.starts_with("W/\""))
-        .map(str::to_owned)
-        .unwrap_or_else(|| strong_etag(&body));
+        .map(str::to_owned);
+    // `Entry::new` hashes the body for a strong etag; keep that unless the handler sent its own.
     let mut entry = Entry::new(
         key.bytes(),
         head.status().as_u16(),
@@ -632,12 +744,16 @@ fn build_entry(
         now,
         now.saturating_add(millis(p.ttl())),
     );
-    entry.etag = etag;
+    if let Some(etag) = own_etag {
+        entry.etag = etag;
+    }
     entry.stale_while_revalidate_ms = millis(p.stale_while_revalidate_window());
     entry.stale_if_error_ms = millis(p.stale_if_error_window());
     entry.tags = tags;
     entry.born = born;
-    entry.vary = Arc::from(p.vary_headers());
+    if !p.vary_headers().is_empty() {
+        entry.vary = Arc::from(p.vary_headers());
+    }
     entry.visibility = p.visibility_kind();
     entry.max_age_secs = p.client_max_age().map(|d| d.as_secs());
     entry.shares_authorized = p.shares_authorized();
@@ -650,7 +766,11 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// Answers `req` from `entry`.
-fn answer(req: ServiceRequest, entry: &Entry, outcome: Outcome) -> ServiceResponse<BoxBody> {
+pub(crate) fn answer(
+    req: ServiceRequest,
+    entry: &Entry,
+    outcome: Outcome,
+) -> ServiceResponse<BoxBody> {
     let response = render(req.headers(), entry, outcome);
     req.into_response(response)
 }
@@ -658,7 +778,15 @@ fn answer(req: ServiceRequest, entry: &Entry, outcome: Outcome) -> ServiceRespon
 /// The response a client sees for `entry`: stored status, headers and body (or a 304 when its
 /// `If-None-Match` matches), plus `etag`, `age`, `cache-control`, `expires`, `vary`, `x-cache`
 /// and `cache-status`. HEAD bodies are dropped by actix itself.
-fn render(request: &HeaderMap, entry: &Entry, outcome: Outcome) -> HttpResponse<BoxBody> {
+pub(crate) fn render(
+    request: &HeaderMap,
+    entry: &Entry,
+    outcome: Outcome,
+) -> HttpResponse<BoxBody> {
+    if entry.http.is_some() {
+        let conditionals = crate::http_semantics::client_conditionals(request);
+        return crate::http_semantics::render(Some(&conditionals), entry, outcome);
+    }
     let now = cache_core::time::now_ms();
     // A 304 stands for the stored 2xx only; a stored 404 (say) is replayed as it is.
     let not_modified = (200..300).contains(&entry.status) && h::if_none_match(request, &entry.etag);
@@ -681,7 +809,7 @@ fn render(request: &HeaderMap, entry: &Entry, outcome: Outcome) -> HttpResponse<
     }
 }
 
-fn mark(headers: &mut HeaderMap, outcome: Outcome, entry: Option<(&Entry, u64)>) {
+pub(crate) fn mark(headers: &mut HeaderMap, outcome: Outcome, entry: Option<(&Entry, u64)>) {
     headers.insert(h::X_CACHE, outcome.x_cache());
     let now = entry.map_or(0, |(_, now)| now);
     headers.insert(

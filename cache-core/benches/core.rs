@@ -94,7 +94,7 @@ fn invalidation(c: &mut Criterion) {
             let mut e = entry(&primary, vec!["products".into()]);
             e.born = cache.begin_fill();
             let stored = cache.store(&primary, &primary.cache_key(), e).await;
-            assert!(stored.is_some(), "entry {i} was not stored");
+            assert!(stored.is_ok(), "entry {i} was not stored");
         }
     });
     assert_eq!(cache.stats().l1.entries, 100_000);

@@ -24,6 +24,9 @@ pub enum Lookup {
     Fresh(Arc<Entry>),
     /// A valid entry inside its stale-while-revalidate window.
     Stale(Arc<Entry>),
+    /// A valid entry past every window in which it may be served unvalidated, kept only so that
+    /// it can be revalidated with a conditional request (entries stored under HTTP semantics).
+    Retained(Arc<Entry>),
     /// Nothing servable. `stale_if_error` holds an entry usable only if the handler fails;
     /// `vary` is the resource's known vary list, if any.
     Miss {
@@ -239,6 +242,7 @@ impl Cache {
                 stale_if_error: Some(entry),
                 vary,
             },
+            Freshness::Expired if now_ms() < entry.expires_at_ms() => Lookup::Retained(entry),
             Freshness::Expired => Lookup::Miss {
                 stale_if_error: None,
                 vary,
@@ -335,19 +339,21 @@ impl Cache {
     }
 
     /// Stores a response for `primary` under `key` (equal to the primary's own key when the
-    /// response has no vary list). Adds the URL's implicit tag. Returns the stored entry, or
-    /// `None` when a tag was invalidated while the handler ran (the result is then not kept).
+    /// response has no vary list). Adds the URL's implicit tag. Returns `Ok` with the stored
+    /// entry, or `Err` with the same entry, not kept, when a tag was invalidated while the
+    /// handler ran or the store refused it; either way the caller can answer with it (the entry
+    /// is handed back rather than cloned up front, because a miss should not copy a response).
     pub async fn store(
         &self,
         primary: &PrimaryKey,
         key: &CacheKey,
         mut entry: Entry,
-    ) -> Option<Arc<Entry>> {
+    ) -> Result<Arc<Entry>, Arc<Entry>> {
         entry.tags.push(primary.url_tag());
         entry.key = key.bytes();
         if !self.is_valid(&entry) {
             tracing::debug!(key = ?key, "tag invalidated during fill; not storing");
-            return None;
+            return Err(Arc::new(entry));
         }
         let life = entry.expires_at_ms().saturating_sub(entry.stored_at_ms);
         self.inner.clocks.note_lifetime(life);
@@ -369,7 +375,7 @@ impl Cache {
                 .await;
         }
         if !self.put(key, Record::Response(entry.clone())).await {
-            return None;
+            return Err(entry);
         }
         self.record(Event::Store);
         tracing::debug!(key = ?key, status = entry.status, tags = ?entry.tags, "stored");
@@ -382,7 +388,7 @@ impl Cache {
         {
             self.sweep_if_due();
         }
-        Some(entry)
+        Ok(entry)
     }
 
     /// Drops expired clocks and L1 records, at most once per [`SWEEP_INTERVAL_MS`]. Between
@@ -527,7 +533,7 @@ mod tests {
         assert!(cache
             .store(&primary, &primary.cache_key(), entry(born, &["products"]))
             .await
-            .is_none());
+            .is_err());
         assert!(matches!(
             cache.lookup(&primary, |_| unreachable!()).await,
             Lookup::Miss { .. }
@@ -537,7 +543,7 @@ mod tests {
         assert!(cache
             .store(&primary, &primary.cache_key(), entry(born, &["products"]))
             .await
-            .is_some());
+            .is_ok());
         assert!(matches!(
             cache.lookup(&primary, |_| unreachable!()).await,
             Lookup::Fresh(_)

@@ -14,12 +14,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::entry::HttpMeta;
 use crate::store::{Record, Variants};
 use crate::{CacheError, Entry, Visibility};
 
 const MAGIC: &[u8; 3] = b"CAR";
 /// The format written today. Readers reject every other version.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 const KIND_RESPONSE: u8 = 1;
 const KIND_VARIANTS: u8 = 2;
 const CHECKSUM_LEN: usize = 8;
@@ -73,6 +74,14 @@ pub fn encode(record: &Record) -> Vec<u8> {
                 None => out.push(0),
             }
             out.push(u8::from(e.shares_authorized));
+            match e.http {
+                Some(http) => {
+                    out.push(1);
+                    out.push(u8::from(http.must_revalidate) | u8::from(http.no_cache) << 1);
+                    out.extend_from_slice(&http.keep_until_ms.to_le_bytes());
+                }
+                None => out.push(0),
+            }
         }
         Record::Variants(v) => {
             out.push(KIND_VARIANTS);
@@ -254,8 +263,31 @@ impl<'a> Reader<'a> {
             1 => true,
             _ => return Err(corrupt("bad flag")),
         };
-        let mut entry = Entry::new(key, status, headers, body, stored_at_ms, fresh_until_ms);
-        entry.etag = etag;
+        let http = match self.u8()? {
+            0 => None,
+            1 => {
+                let flags = self.u8()?;
+                if flags > 3 {
+                    return Err(corrupt("unknown http flags"));
+                }
+                Some(HttpMeta {
+                    must_revalidate: flags & 1 != 0,
+                    no_cache: flags & 2 != 0,
+                    keep_until_ms: self.u64()?,
+                })
+            }
+            _ => return Err(corrupt("bad http flag")),
+        };
+        let mut entry = Entry::with_etag(
+            key,
+            status,
+            headers,
+            body,
+            etag,
+            stored_at_ms,
+            fresh_until_ms,
+        );
+        entry.http = http;
         entry.stale_while_revalidate_ms = stale_while_revalidate_ms;
         entry.stale_if_error_ms = stale_if_error_ms;
         entry.born = born;
@@ -302,6 +334,12 @@ mod tests {
         e.visibility = Visibility::Private;
         e.max_age_secs = Some(10);
         e.shares_authorized = true;
+        let mut http = e.clone();
+        http.http = Some(HttpMeta {
+            must_revalidate: true,
+            no_cache: true,
+            keep_until_ms: 1_700_003_600_000,
+        });
         let v = Variants {
             key: primary.cache_key().bytes(),
             vary: Arc::from(vec!["accept".to_string(), "authorization".to_string()]),
@@ -309,6 +347,7 @@ mod tests {
         };
         vec![
             Record::Response(Arc::new(e)),
+            Record::Response(Arc::new(http)),
             Record::Variants(Arc::new(v)),
             Record::Response(Arc::new(Entry::new(
                 Arc::from(vec![]),

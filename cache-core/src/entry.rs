@@ -67,9 +67,40 @@ pub struct Entry {
     pub max_age_secs: Option<u64>,
     /// Whether this entry may answer a request that carries `Authorization` without varying on it.
     pub shares_authorized: bool,
+    /// Set for entries stored under HTTP semantics (RFC 9111) rather than a policy: how they may
+    /// be reused and how long they are kept for revalidation.
+    pub http: Option<HttpMeta>,
     /// What a frontend prepared from this entry to answer hits faster (the actix middleware keeps
     /// the response headers here, built at the first answer). Not part of the stored value.
     pub prepared: Prepared,
+}
+
+/// How an entry stored under HTTP semantics (RFC 9111) may be reused. Its freshness lives in
+/// the entry's own fields: `stored_at_ms` is the instant its age was zero (so the `Age` of an
+/// answer is `now - stored_at_ms`), `fresh_until_ms` the end of its freshness lifetime, and the
+/// stale windows come from `stale-while-revalidate` / `stale-if-error`.
+///
+/// ```
+/// use cache_core::entry::HttpMeta;
+/// let meta = HttpMeta { must_revalidate: true, no_cache: false, keep_until_ms: 90_000 };
+/// assert!(meta.must_revalidate);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HttpMeta {
+    /// `must-revalidate`, `proxy-revalidate` or `s-maxage`: never served stale unvalidated.
+    pub must_revalidate: bool,
+    /// `no-cache`: validated with the origin before every use.
+    pub no_cache: bool,
+    /// Kept until this instant (Unix ms), past its stale windows, so that it can be revalidated
+    /// with a conditional request instead of fetched again.
+    pub keep_until_ms: u64,
+}
+
+/// The empty vary list, shared: most entries vary on nothing, and an empty `Arc<[String]>` of
+/// their own would cost each one an allocation.
+fn no_vary() -> Arc<[String]> {
+    static EMPTY: std::sync::OnceLock<Arc<[String]>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from(Vec::new())).clone()
 }
 
 /// A slot where a frontend keeps its prepared form of an [`Entry`]. Entries are immutable once
@@ -120,7 +151,8 @@ impl std::fmt::Debug for Prepared {
 }
 
 impl Entry {
-    /// A fresh entry with no stale windows, tags or vary; fill the public fields for more.
+    /// A fresh entry with no stale windows, tags or vary, and a strong etag hashed from the body;
+    /// fill the public fields for more.
     pub fn new(
         key: Arc<[u8]>,
         status: u16,
@@ -130,6 +162,34 @@ impl Entry {
         fresh_until_ms: u64,
     ) -> Entry {
         let etag = strong_etag(&body);
+        Entry::with_etag(
+            key,
+            status,
+            headers,
+            body,
+            etag,
+            stored_at_ms,
+            fresh_until_ms,
+        )
+    }
+
+    /// As [`Entry::new`], with a known etag (hashing the body again would be wasted work).
+    ///
+    /// ```
+    /// use cache_core::{Entry, PrimaryKey};
+    /// let key = PrimaryKey::new("", b"h", b"/", b"").cache_key();
+    /// let entry = Entry::with_etag(key.bytes(), 200, vec![], "hi".into(), "\"v1\"".into(), 0, 1);
+    /// assert_eq!(entry.etag, "\"v1\"");
+    /// ```
+    pub fn with_etag(
+        key: Arc<[u8]>,
+        status: u16,
+        headers: Vec<(String, Bytes)>,
+        body: Bytes,
+        etag: String,
+        stored_at_ms: u64,
+        fresh_until_ms: u64,
+    ) -> Entry {
         Entry {
             key,
             status,
@@ -142,10 +202,11 @@ impl Entry {
             stale_if_error_ms: 0,
             tags: Vec::new(),
             born: 0,
-            vary: Arc::from(Vec::new()),
+            vary: no_vary(),
             visibility: Visibility::Unspecified,
             max_age_secs: None,
             shares_authorized: false,
+            http: None,
             prepared: Prepared::default(),
         }
     }
@@ -167,8 +228,10 @@ impl Entry {
 
     /// After this instant the entry is useless and may be reclaimed.
     pub fn expires_at_ms(&self) -> u64 {
-        self.fresh_until_ms
-            .saturating_add(self.stale_while_revalidate_ms.max(self.stale_if_error_ms))
+        let windows = self
+            .fresh_until_ms
+            .saturating_add(self.stale_while_revalidate_ms.max(self.stale_if_error_ms));
+        self.http.map_or(windows, |h| windows.max(h.keep_until_ms))
     }
 
     /// Whole seconds since it was stored (the `Age` header).

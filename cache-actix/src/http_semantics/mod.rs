@@ -1,0 +1,667 @@
+//! HTTP semantics mode: [`crate::CacheMiddleware`] as an RFC 9111 shared cache for responses
+//! that carry no `#[cached]` policy (turned on with
+//! [`crate::CacheMiddleware::http_semantics`]).
+//!
+//! - [`directives`]: `Cache-Control` parsing;
+//! - this file: the options, what may be stored, freshness, `Age`, and the header update of a
+//!   304;
+//! - `flow`: the request flow of the mode (reuse, revalidation, invalidation, answers).
+//!
+//! What must stay true: a response is reused only as the RFC allows a shared cache to, stored
+//! header fields are replayed as received (repeats, order within a field, odd values, the
+//! stored `Date`), and the safety defaults of the policy mode hold unless an option lifts them:
+//! no response that sets a cookie is stored, and none to a request with `Authorization` is
+//! shared unless it varies on `Authorization`.
+
+pub(crate) mod directives;
+mod flow;
+
+pub(crate) use flow::{client_conditionals, gateway_timeout, render};
+
+use std::time::Duration;
+
+use actix_web::http::{
+    header::{self, HeaderMap, HeaderName, HeaderValue},
+    StatusCode,
+};
+use bytes::Bytes;
+use cache_core::entry::HttpMeta;
+use cache_core::{CacheKey, Entry};
+
+use crate::bypass::BypassReason;
+use directives::Directives;
+
+/// `CDN-Cache-Control` (RFC 9213).
+pub(crate) const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+
+/// Options of the HTTP semantics mode. The defaults follow RFC 9111 for a shared cache, except
+/// two safety rules kept from the policy mode, each of which an option lifts:
+///
+/// - a response with `Set-Cookie` is never stored ([`HttpOptions::store_set_cookie`]);
+/// - a response to a request with `Authorization` is stored (when the RFC allows it: `public`,
+///   `s-maxage` or `must-revalidate`) only if it also varies on `Authorization`, and an entry
+///   is served to a request with `Authorization` only if it varies on it
+///   ([`HttpOptions::share_authorized`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use cache_actix::{Cache, CacheMiddleware, HttpOptions};
+///
+/// let options = HttpOptions::default()
+///     .cdn_cache_control(true)
+///     .keep_stale_for(Duration::from_secs(600));
+/// let middleware = CacheMiddleware::new(Cache::memory()).http_semantics_with(options);
+/// ```
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    pub(crate) cdn_cache_control: bool,
+    pub(crate) store_set_cookie: bool,
+    pub(crate) share_authorized: bool,
+    pub(crate) keep_stale: Duration,
+    pub(crate) heuristic_percent: u64,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            cdn_cache_control: false,
+            store_set_cookie: false,
+            share_authorized: false,
+            keep_stale: Duration::from_secs(3600),
+            heuristic_percent: 10,
+        }
+    }
+}
+
+impl HttpOptions {
+    /// Reads `CDN-Cache-Control` (RFC 9213): when a response has it, its directives decide
+    /// storing and freshness instead of `Cache-Control`. Off by default.
+    ///
+    /// ```
+    /// let options = cache_actix::HttpOptions::default().cdn_cache_control(true);
+    /// ```
+    pub fn cdn_cache_control(mut self, on: bool) -> Self {
+        self.cdn_cache_control = on;
+        self
+    }
+
+    /// Stores responses that carry `Set-Cookie` (and replays the cookie to every client), as
+    /// the RFC permits. Off by default: such a response usually belongs to one client.
+    ///
+    /// ```
+    /// let options = cache_actix::HttpOptions::default().store_set_cookie(true);
+    /// ```
+    pub fn store_set_cookie(mut self, on: bool) -> Self {
+        self.store_set_cookie = on;
+        self
+    }
+
+    /// Follows RFC 9111 section 3.5 to the letter for `Authorization`: a response to such a
+    /// request is stored when it says `public`, `s-maxage` or `must-revalidate`, and any fresh
+    /// entry may answer a request with `Authorization`. Off by default.
+    ///
+    /// ```
+    /// let options = cache_actix::HttpOptions::default().share_authorized(true);
+    /// ```
+    pub fn share_authorized(mut self, on: bool) -> Self {
+        self.share_authorized = on;
+        self
+    }
+
+    /// How long an entry is kept past its freshness (default one hour): one with a validator
+    /// (`ETag` or `Last-Modified`) can then be revalidated with a conditional request instead
+    /// of being fetched whole again, and any can answer stale where that is allowed
+    /// (`max-stale`, `stale-if-error`, an unreachable origin).
+    ///
+    /// ```
+    /// let options = cache_actix::HttpOptions::default()
+    ///     .keep_stale_for(std::time::Duration::from_secs(60));
+    /// ```
+    pub fn keep_stale_for(mut self, keep: Duration) -> Self {
+        self.keep_stale = keep;
+        self
+    }
+
+    /// The directives that govern caching of a response: `CDN-Cache-Control` when enabled and
+    /// present, else `Cache-Control`.
+    pub(crate) fn directives(&self, response: &HeaderMap) -> Directives {
+        if self.cdn_cache_control && Directives::present(response, &CDN_CACHE_CONTROL) {
+            Directives::of(response, &CDN_CACHE_CONTROL)
+        } else {
+            Directives::of(response, &header::CACHE_CONTROL)
+        }
+    }
+}
+
+/// Put in the extensions of a response that a handler made because it could not reach its
+/// origin (a proxy's 502 or 504). The cache is then "disconnected" in the sense of RFC 9111
+/// section 4.2.4 and may answer with a stale entry, unless the entry forbids it
+/// (`must-revalidate`, `proxy-revalidate`, `s-maxage`, `no-cache`).
+///
+/// ```
+/// use actix_web::{HttpMessage, HttpResponse};
+/// use cache_actix::OriginUnreachable;
+///
+/// let res = HttpResponse::BadGateway().body("upstream down");
+/// res.extensions_mut().insert(OriginUnreachable);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OriginUnreachable;
+
+/// Whether a stale HTTP-semantics `entry` may answer in place of the error `res`: the entry
+/// allows stale answers at all, and either the origin was unreachable or a `stale-if-error`
+/// window (the response's or the request's) covers it.
+pub(crate) fn may_serve_stale_on_error<B>(
+    entry: &Entry,
+    res: &actix_web::dev::ServiceResponse<B>,
+) -> bool {
+    let meta = entry.http.unwrap_or_default();
+    if meta.must_revalidate || meta.no_cache {
+        return false;
+    }
+    let stale_by = cache_core::time::now_ms().saturating_sub(entry.fresh_until_ms);
+    let asked = Directives::of(res.request().headers(), &header::CACHE_CONTROL)
+        .stale_if_error
+        .is_some_and(|s| stale_by <= s.saturating_mul(1000));
+    res.response()
+        .extensions()
+        .get::<OriginUnreachable>()
+        .is_some()
+        || stale_by < entry.stale_if_error_ms
+        || asked
+}
+
+/// Status codes a cache may give heuristic freshness (RFC 9110 section 15.1), minus 206: this
+/// cache does not store partial content.
+const HEURISTIC_STATUSES: &[u16] = &[200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
+
+/// Status codes this cache understands (for `must-understand`, RFC 9111 section 5.2.2.3).
+const UNDERSTOOD_STATUSES: &[u16] = &[
+    200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
+];
+
+/// Response header fields never stored: hop-by-hop ones (RFC 9110 section 7.6.1), the length
+/// (actix writes it from the body), and the cache's own.
+const NOT_STORED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authenticate",
+    "content-length",
+    "x-cache",
+    "cache-status",
+    "cache-tag",
+];
+
+/// Fields a 304 never changes in the stored response (RFC 9111 section 3.2): the length, and
+/// the ones that describe the stored body itself.
+const NOT_UPDATED: &[&str] = &["content-length", "content-encoding", "content-range"];
+
+/// When the request left and the response arrived (Unix ms), for the age calculation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Exchange {
+    pub request_ms: u64,
+    pub response_ms: u64,
+}
+
+/// Whether a shared cache may store a response (RFC 9111 section 3) under `options`.
+/// `request_has_auth`: the request carried `Authorization`.
+pub(crate) fn storable(
+    status: StatusCode,
+    response: &HeaderMap,
+    request_no_store: bool,
+    request_has_auth: bool,
+    options: &HttpOptions,
+) -> Result<(), BypassReason> {
+    let cc = options.directives(response);
+    let code = status.as_u16();
+    // 206 and 304 are not stored: this cache neither combines ranges nor keeps bodiless answers.
+    if !(200..600).contains(&code) || code == 206 || code == 304 {
+        return Err(BypassReason::Status);
+    }
+    let understood = cc.must_understand && UNDERSTOOD_STATUSES.contains(&code);
+    if cc.must_understand && !understood {
+        return Err(BypassReason::Status);
+    }
+    if (cc.no_store && !understood) || request_no_store {
+        return Err(BypassReason::NoStore);
+    }
+    if cc.private {
+        return Err(BypassReason::Private);
+    }
+    if response.contains_key(header::SET_COOKIE) && !options.store_set_cookie {
+        return Err(BypassReason::SetCookie);
+    }
+    let vary = vary_names(response).ok_or(BypassReason::Vary)?;
+    if request_has_auth {
+        let rfc_allows = cc.public || cc.s_maxage.is_some() || cc.must_revalidate;
+        let keyed = vary.iter().any(|v| v == "authorization");
+        if !rfc_allows || !(keyed || options.share_authorized) {
+            return Err(BypassReason::Authorization);
+        }
+    }
+    let explicit = cc.s_maxage.is_some()
+        || cc.max_age.is_some()
+        || response.contains_key(header::EXPIRES)
+        || cc.public;
+    let heuristic = HEURISTIC_STATUSES.contains(&code);
+    if !(explicit || heuristic) {
+        return Err(BypassReason::Status);
+    }
+    Ok(())
+}
+
+/// The lowercase names in `Vary`, or `None` for `Vary: *` (never matches a later request).
+pub(crate) fn vary_names(headers: &HeaderMap) -> Option<Vec<String>> {
+    let mut names = Vec::new();
+    for value in headers.get_all(header::VARY) {
+        let text = value.to_str().ok()?;
+        for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if name == "*" {
+                return None;
+            }
+            let name = name.to_ascii_lowercase();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    Some(names)
+}
+
+/// An HTTP date in Unix ms; `None` when malformed.
+pub(crate) fn http_date_ms(value: &HeaderValue) -> Option<u64> {
+    let text = value.to_str().ok()?;
+    let at = httpdate::parse_http_date(text.trim()).ok()?;
+    at.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_millis()).ok())
+}
+
+/// The `Age` of a response in seconds: the first member of the field's combined list (RFC
+/// 9110 5.3). A first member that is not `1*DIGIT` (a sign, a fraction, text) is ignored, as if
+/// the field were absent (RFC 9111 5.1 asks a cache to ignore an invalid Age).
+fn age_secs(headers: &HeaderMap) -> u64 {
+    headers
+        .get_all(header::AGE)
+        .flat_map(|line| line.as_bytes().split(|b| *b == b','))
+        .next()
+        .and_then(|first| std::str::from_utf8(first.trim_ascii()).ok())
+        .and_then(directives::delta_seconds)
+        .unwrap_or(0)
+}
+
+/// How long a response stays fresh, and its age when received: everything its entry needs.
+pub(crate) struct Freshness {
+    /// The instant the response's age was zero (Unix ms).
+    pub age_origin_ms: u64,
+    pub lifetime_ms: u64,
+    pub swr_ms: u64,
+    pub sie_ms: u64,
+    pub meta: HttpMeta,
+}
+
+/// Freshness lifetime (RFC 9111 4.2.1, shared cache: `s-maxage`, `max-age`, `Expires - Date`,
+/// then heuristics) and the corrected initial age (4.2.3) of a response.
+pub(crate) fn freshness(
+    status: StatusCode,
+    headers: &HeaderMap,
+    exchange: Exchange,
+    options: &HttpOptions,
+) -> Freshness {
+    let cc = options.directives(headers);
+    let date_ms = headers
+        .get(header::DATE)
+        .and_then(http_date_ms)
+        .unwrap_or(exchange.response_ms);
+    let age = age_secs(headers);
+    let apparent_age = exchange.response_ms.saturating_sub(date_ms);
+    let response_delay = exchange.response_ms.saturating_sub(exchange.request_ms);
+    let corrected_age = age.saturating_mul(1000).saturating_add(response_delay);
+    let initial_age = apparent_age.max(corrected_age);
+
+    let lifetime_ms = if cc.no_cache {
+        0
+    } else if let Some(secs) = cc.s_maxage.or(cc.max_age) {
+        secs.saturating_mul(1000)
+    } else if let Some(expires) = headers.get_all(header::EXPIRES).next() {
+        // A malformed Expires (or a second line) means "already expired" (RFC 9111 5.3).
+        match (
+            http_date_ms(expires),
+            headers.get_all(header::EXPIRES).count(),
+        ) {
+            (Some(at), 1) => at.saturating_sub(date_ms),
+            _ => 0,
+        }
+    } else if HEURISTIC_STATUSES.contains(&status.as_u16()) || cc.public {
+        headers
+            .get(header::LAST_MODIFIED)
+            .and_then(http_date_ms)
+            .map_or(0, |modified| {
+                date_ms.saturating_sub(modified) / 100 * options.heuristic_percent
+            })
+    } else {
+        0
+    };
+    let has_validator =
+        headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED);
+    let age_origin_ms = exchange.response_ms.saturating_sub(initial_age);
+    let fresh_until = age_origin_ms.saturating_add(lifetime_ms);
+    let swr_ms = cc.stale_while_revalidate.unwrap_or(0).saturating_mul(1000);
+    let sie_ms = cc.stale_if_error.unwrap_or(0).saturating_mul(1000);
+    // Kept past freshness when it could still serve: revalidated through a validator, or
+    // served stale where a client (`max-stale`), the origin (`stale-*`) or an outage allows.
+    let keep_until_ms = if has_validator || lifetime_ms > 0 || swr_ms > 0 || sie_ms > 0 {
+        fresh_until.saturating_add(millis(options.keep_stale))
+    } else {
+        fresh_until
+    };
+    Freshness {
+        age_origin_ms,
+        lifetime_ms,
+        swr_ms,
+        sie_ms,
+        meta: HttpMeta {
+            must_revalidate: cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some(),
+            no_cache: cc.no_cache,
+            keep_until_ms,
+        },
+    }
+}
+
+/// A duration in whole milliseconds, saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The header fields of a response as they will be stored: in order, repeats kept, minus the
+/// ones never stored and any named in `Connection`.
+pub(crate) fn stored_fields(headers: &HeaderMap) -> Vec<(String, Bytes)> {
+    let connection: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            let name = name.as_str();
+            !NOT_STORED.contains(&name) && !connection.iter().any(|c| c == name)
+        })
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                Bytes::copy_from_slice(value.as_bytes()),
+            )
+        })
+        .collect()
+}
+
+/// The entry for a response stored under HTTP semantics (tags: none beyond the URL's, which
+/// `Cache::store` adds).
+pub(crate) fn build_entry(
+    key: &CacheKey,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: Bytes,
+    exchange: Exchange,
+    born: u64,
+    options: &HttpOptions,
+) -> Entry {
+    let fresh = freshness(status, headers, exchange, options);
+    let etag = headers
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let mut entry = Entry::with_etag(
+        key.bytes(),
+        status.as_u16(),
+        stored_fields(headers),
+        body,
+        etag,
+        fresh.age_origin_ms,
+        fresh.age_origin_ms.saturating_add(fresh.lifetime_ms),
+    );
+    entry.stale_while_revalidate_ms = fresh.swr_ms;
+    entry.stale_if_error_ms = fresh.sie_ms;
+    entry.born = born;
+    if let Some(names) = vary_names(headers).filter(|n| !n.is_empty()) {
+        entry.vary = names.into();
+    }
+    entry.shares_authorized =
+        options.share_authorized || entry.vary.iter().any(|v| v == "authorization");
+    entry.http = Some(fresh.meta);
+    entry
+}
+
+/// The stored fields of `entry` updated by a 304 (RFC 9111 section 3.2): every field the 304
+/// carries replaces the stored lines of that name, except the ones never updated.
+pub(crate) fn updated_fields(entry: &Entry, not_modified: &HeaderMap) -> HeaderMap {
+    let mut merged = HeaderMap::new();
+    for (name, value) in &entry.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_maybe_shared(value.clone()),
+        ) {
+            merged.append(name, value);
+        }
+    }
+    let fresh: Vec<(String, Bytes)> = stored_fields(not_modified);
+    let mut replaced: Vec<&str> = Vec::new();
+    for (name, value) in &fresh {
+        if NOT_UPDATED.contains(&name.as_str()) {
+            continue;
+        }
+        let (Ok(header), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_maybe_shared(value.clone()),
+        ) else {
+            continue;
+        };
+        if !replaced.contains(&name.as_str()) {
+            merged.remove(&header);
+            replaced.push(name);
+        }
+        merged.append(header, value);
+    }
+    merged
+}
+
+/// The `Age` of an answer from `entry` at `now_ms`, in whole seconds.
+pub(crate) fn current_age_secs(entry: &Entry, now_ms: u64) -> u64 {
+    now_ms.saturating_sub(entry.stored_at_ms) / 1000
+}
+
+/// The first stored line of `name` in `entry`.
+pub(crate) fn stored(entry: &Entry, name: &str) -> Option<HeaderValue> {
+    entry
+        .headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, v)| HeaderValue::from_maybe_shared(v.clone()).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(lines: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in lines {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    const NOW: u64 = 1_700_000_000_000;
+    const AT: Exchange = Exchange {
+        request_ms: NOW,
+        response_ms: NOW,
+    };
+
+    fn lifetime(lines: &[(&str, &str)]) -> u64 {
+        freshness(StatusCode::OK, &headers(lines), AT, &HttpOptions::default()).lifetime_ms
+    }
+
+    #[test]
+    fn s_maxage_beats_max_age_beats_expires() {
+        assert_eq!(
+            lifetime(&[("cache-control", "max-age=10, s-maxage=20")]),
+            20_000
+        );
+        let date = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(NOW));
+        let later =
+            httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(NOW + 30_000));
+        assert_eq!(
+            lifetime(&[
+                ("cache-control", "max-age=10"),
+                ("date", &date),
+                ("expires", &later)
+            ]),
+            10_000
+        );
+        assert_eq!(lifetime(&[("date", &date), ("expires", &later)]), 30_000);
+        assert_eq!(lifetime(&[("date", &date), ("expires", "0")]), 0);
+    }
+
+    #[test]
+    fn heuristics_only_with_last_modified_and_a_heuristic_status() {
+        let date = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(NOW));
+        let modified = httpdate::fmt_http_date(
+            std::time::UNIX_EPOCH + Duration::from_millis(NOW - 100_000_000),
+        );
+        let lm = [
+            ("date", date.as_str()),
+            ("last-modified", modified.as_str()),
+        ];
+        assert_eq!(lifetime(&lm), 10_000_000);
+        assert_eq!(lifetime(&[("date", &date)]), 0);
+        let f = freshness(
+            StatusCode::CREATED,
+            &headers(&lm),
+            AT,
+            &HttpOptions::default(),
+        );
+        assert_eq!(f.lifetime_ms, 0);
+    }
+
+    #[test]
+    fn age_is_corrected_and_its_first_member_counts() {
+        let f = freshness(
+            StatusCode::OK,
+            &headers(&[("cache-control", "max-age=100"), ("age", "30")]),
+            Exchange {
+                request_ms: NOW - 2_000,
+                response_ms: NOW,
+            },
+            &HttpOptions::default(),
+        );
+        assert_eq!(f.age_origin_ms, NOW - 32_000);
+        assert_eq!(f.lifetime_ms, 100_000);
+        let origin = |lines: &[(&str, &str)]| {
+            freshness(StatusCode::OK, &headers(lines), AT, &HttpOptions::default()).age_origin_ms
+        };
+        for ignored in ["abc", "-7200", "7200.0"] {
+            assert_eq!(origin(&[("age", ignored)]), NOW, "{ignored}");
+        }
+        assert_eq!(origin(&[("age", "0, 7200")]), NOW);
+        assert_eq!(origin(&[("age", "7200"), ("age", "0")]), NOW - 7_200_000);
+    }
+
+    #[test]
+    fn storable_follows_the_rfc_and_the_safety_defaults() {
+        let opts = HttpOptions::default();
+        let ok = |lines: &[(&str, &str)], auth: bool| {
+            storable(StatusCode::OK, &headers(lines), false, auth, &opts)
+        };
+        assert_eq!(ok(&[("cache-control", "max-age=5")], false), Ok(()));
+        assert_eq!(
+            ok(&[("cache-control", "no-store")], false),
+            Err(BypassReason::NoStore)
+        );
+        assert_eq!(
+            ok(&[("cache-control", "private, max-age=5")], false),
+            Err(BypassReason::Private)
+        );
+        assert_eq!(
+            ok(
+                &[("cache-control", "max-age=5"), ("set-cookie", "a=b")],
+                false
+            ),
+            Err(BypassReason::SetCookie)
+        );
+        assert_eq!(
+            ok(&[("cache-control", "max-age=5"), ("vary", "*")], false),
+            Err(BypassReason::Vary)
+        );
+        assert_eq!(
+            ok(&[("cache-control", "max-age=5, public")], true),
+            Err(BypassReason::Authorization)
+        );
+        assert_eq!(
+            ok(
+                &[
+                    ("cache-control", "max-age=5, public"),
+                    ("vary", "Authorization")
+                ],
+                true
+            ),
+            Ok(())
+        );
+        let lifted = HttpOptions::default().share_authorized(true);
+        assert_eq!(
+            storable(
+                StatusCode::OK,
+                &headers(&[("cache-control", "s-maxage=5")]),
+                false,
+                true,
+                &lifted
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            storable(StatusCode::CREATED, &headers(&[]), false, false, &opts),
+            Err(BypassReason::Status)
+        );
+        assert_eq!(
+            storable(
+                StatusCode::OK,
+                &headers(&[("cache-control", "no-store, must-understand")]),
+                false,
+                false,
+                &opts
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_304_replaces_fields_but_not_the_length_or_encoding() {
+        let key = cache_core::PrimaryKey::new("", b"h", b"/", b"").cache_key();
+        let mut entry = Entry::new(key.bytes(), 200, vec![], "x".into(), 0, 1);
+        entry.headers = vec![
+            ("x-a".into(), Bytes::from_static(b"1")),
+            ("x-a".into(), Bytes::from_static(b"2")),
+            ("content-encoding".into(), Bytes::from_static(b"gzip")),
+            ("x-b".into(), Bytes::from_static(b"keep")),
+        ];
+        let merged = updated_fields(
+            &entry,
+            &headers(&[("x-a", "3"), ("content-encoding", "br"), ("x-c", "new")]),
+        );
+        let a: Vec<_> = merged.get_all("x-a").collect();
+        assert_eq!(a, vec![&HeaderValue::from_static("3")]);
+        assert_eq!(merged.get("content-encoding").unwrap(), "gzip");
+        assert_eq!(merged.get("x-b").unwrap(), "keep");
+        assert_eq!(merged.get("x-c").unwrap(), "new");
+    }
+}
