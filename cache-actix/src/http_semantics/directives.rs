@@ -28,6 +28,8 @@ pub(crate) struct Directives {
     pub max_stale: Option<Option<u64>>,
     pub stale_while_revalidate: Option<u64>,
     pub stale_if_error: Option<u64>,
+    /// Read from a targeted field (`CDN-Cache-Control`), which replaces `Expires` too.
+    pub targeted: bool,
 }
 
 impl Directives {
@@ -45,9 +47,34 @@ impl Directives {
         d
     }
 
-    /// Whether `name` is present at all (so that an empty `CDN-Cache-Control` still counts).
-    pub(crate) fn present(headers: &HeaderMap, name: &HeaderName) -> bool {
-        headers.contains_key(name)
+    /// A targeted field such as `CDN-Cache-Control` (RFC 9213): a Structured Field Dictionary
+    /// (RFC 8941). `None` when it is absent or not a valid dictionary; the caller then falls back
+    /// to `Cache-Control`. A member of the wrong type (`max-age="60"`) is ignored.
+    pub(crate) fn targeted(headers: &HeaderMap, name: &HeaderName) -> Option<Directives> {
+        let mut lines = headers.get_all(name).peekable();
+        lines.peek()?;
+        let mut text = String::new();
+        for line in lines {
+            if !text.is_empty() {
+                text.push(',');
+            }
+            text.push_str(line.to_str().ok()?);
+        }
+        let mut d = Directives {
+            targeted: true,
+            ..Directives::default()
+        };
+        let mut seen = Seen::default();
+        for (key, value) in sf_dictionary(&text)? {
+            let arg = match value {
+                SfItem::True => None,
+                SfItem::Integer(n) if n >= 0 => Some(n.to_string()),
+                // Wrong type for every directive we read: the member is ignored.
+                SfItem::Integer(_) | SfItem::Other => continue,
+            };
+            d.apply(&key, arg.as_deref(), &mut seen);
+        }
+        Some(d)
     }
 
     fn apply(&mut self, name: &str, arg: Option<&str>, seen: &mut Seen) {
@@ -189,6 +216,179 @@ pub(crate) fn split(text: &str) -> Vec<(String, Option<String>)> {
     out
 }
 
+/// A bare item of a dictionary member, as far as cache directives care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SfItem {
+    True,
+    Integer(i64),
+    Other,
+}
+
+/// Parses an RFC 8941 dictionary; `None` if any of it is invalid. Parameters are checked for
+/// syntax and dropped; inner lists are not used by cache directives and make it invalid here.
+fn sf_dictionary(text: &str) -> Option<Vec<(String, SfItem)>> {
+    let b = text.as_bytes();
+    let mut i = 0;
+    let mut out = Vec::new();
+    let ows = |i: &mut usize| {
+        while *i < b.len() && (b[*i] == b' ' || b[*i] == b'\t') {
+            *i += 1;
+        }
+    };
+    let sp = |i: &mut usize| {
+        while *i < b.len() && b[*i] == b' ' {
+            *i += 1;
+        }
+    };
+    sp(&mut i);
+    if i == b.len() {
+        return Some(out);
+    }
+    loop {
+        let key = sf_key(b, &mut i)?;
+        let item = if b.get(i) == Some(&b'=') {
+            i += 1;
+            sf_bare_item(b, &mut i)?
+        } else {
+            SfItem::True
+        };
+        sf_parameters(b, &mut i)?;
+        out.retain(|(k, _): &(String, SfItem)| *k != key);
+        out.push((key, item));
+        ows(&mut i);
+        if i == b.len() {
+            return Some(out);
+        }
+        if b[i] != b',' {
+            return None;
+        }
+        i += 1;
+        ows(&mut i);
+        if i == b.len() {
+            return None;
+        }
+    }
+}
+
+fn sf_key(b: &[u8], i: &mut usize) -> Option<String> {
+    let start = *i;
+    match b.get(*i) {
+        Some(c) if c.is_ascii_lowercase() || *c == b'*' => *i += 1,
+        _ => return None,
+    }
+    while let Some(c) = b.get(*i) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-.*".contains(c) {
+            *i += 1;
+        } else {
+            break;
+        }
+    }
+    String::from_utf8(b[start..*i].to_vec()).ok()
+}
+
+fn sf_bare_item(b: &[u8], i: &mut usize) -> Option<SfItem> {
+    match *b.get(*i)? {
+        b'-' | b'0'..=b'9' => {
+            let start = *i;
+            if b[*i] == b'-' {
+                *i += 1;
+            }
+            let digits = *i;
+            while b.get(*i).is_some_and(u8::is_ascii_digit) {
+                *i += 1;
+            }
+            let int_len = *i - digits;
+            if int_len == 0 {
+                return None;
+            }
+            if b.get(*i) == Some(&b'.') {
+                *i += 1;
+                let frac = *i;
+                while b.get(*i).is_some_and(u8::is_ascii_digit) {
+                    *i += 1;
+                }
+                let frac_len = *i - frac;
+                return (int_len <= 12 && (1..=3).contains(&frac_len)).then_some(SfItem::Other);
+            }
+            if int_len > 15 {
+                return None;
+            }
+            std::str::from_utf8(&b[start..*i])
+                .ok()?
+                .parse()
+                .ok()
+                .map(SfItem::Integer)
+        }
+        b'"' => {
+            *i += 1;
+            loop {
+                match *b.get(*i)? {
+                    b'\\' => {
+                        if !matches!(b.get(*i + 1), Some(b'"' | b'\\')) {
+                            return None;
+                        }
+                        *i += 2;
+                    }
+                    b'"' => {
+                        *i += 1;
+                        return Some(SfItem::Other);
+                    }
+                    c if (0x20..0x7f).contains(&c) => *i += 1,
+                    _ => return None,
+                }
+            }
+        }
+        b'?' => {
+            *i += 1;
+            let item = match *b.get(*i)? {
+                b'1' => SfItem::True,
+                b'0' => SfItem::Other,
+                _ => return None,
+            };
+            *i += 1;
+            Some(item)
+        }
+        b':' => {
+            *i += 1;
+            while *b.get(*i)? != b':' {
+                let c = b[*i];
+                if !(c.is_ascii_alphanumeric() || b"+/=".contains(&c)) {
+                    return None;
+                }
+                *i += 1;
+            }
+            *i += 1;
+            Some(SfItem::Other)
+        }
+        c if c.is_ascii_alphabetic() || c == b'*' => {
+            *i += 1;
+            while b
+                .get(*i)
+                .is_some_and(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(c))
+            {
+                *i += 1;
+            }
+            Some(SfItem::Other)
+        }
+        _ => None,
+    }
+}
+
+fn sf_parameters(b: &[u8], i: &mut usize) -> Option<()> {
+    while b.get(*i) == Some(&b';') {
+        *i += 1;
+        while b.get(*i) == Some(&b' ') {
+            *i += 1;
+        }
+        sf_key(b, i)?;
+        if b.get(*i) == Some(&b'=') {
+            *i += 1;
+            sf_bare_item(b, i)?;
+        }
+    }
+    Some(())
+}
+
 /// `Pragma: no-cache` on a request without `Cache-Control` (RFC 9111 5.4 keeps it only for
 /// HTTP/1.0 clients that send no `Cache-Control`).
 pub(crate) fn pragma_no_cache(headers: &HeaderMap) -> bool {
@@ -238,6 +438,33 @@ mod tests {
             Some(DELTA_MAX)
         );
         assert_eq!(parse(&["max-age=2147483648"]).max_age, Some(DELTA_MAX));
+    }
+
+    #[test]
+    fn targeted_fields_are_structured_dictionaries() {
+        let cdn = HeaderName::from_static("cdn-cache-control");
+        let parse = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(cdn.clone(), HeaderValue::from_str(v).unwrap());
+            Directives::targeted(&h, &cdn)
+        };
+        assert_eq!(parse("max-age=3600").and_then(|d| d.max_age), Some(3600));
+        assert_eq!(
+            parse("foobar, max-age=99999999999").and_then(|d| d.max_age),
+            Some(DELTA_MAX)
+        );
+        assert!(parse("no-store").is_some_and(|d| d.no_store));
+        assert_eq!(parse("max-age=\"10000\"").map(|d| d.max_age), Some(None));
+        for invalid in [
+            "max-age=10000, &&&&&",
+            "max-age =10",
+            "max-age= 10",
+            "MaX-aGe=10",
+            "a,",
+        ] {
+            assert_eq!(parse(invalid), None, "{invalid}");
+        }
+        assert_eq!(Directives::targeted(&HeaderMap::new(), &cdn), None);
     }
 
     #[test]

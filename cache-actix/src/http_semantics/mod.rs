@@ -122,14 +122,13 @@ impl HttpOptions {
         self
     }
 
-    /// The directives that govern caching of a response: `CDN-Cache-Control` when enabled and
-    /// present, else `Cache-Control`.
+    /// The directives that govern caching of a response: `CDN-Cache-Control` when enabled,
+    /// present and a valid dictionary (it then replaces `Expires` too), else `Cache-Control`.
     pub(crate) fn directives(&self, response: &HeaderMap) -> Directives {
-        if self.cdn_cache_control && Directives::present(response, &CDN_CACHE_CONTROL) {
-            Directives::of(response, &CDN_CACHE_CONTROL)
-        } else {
-            Directives::of(response, &header::CACHE_CONTROL)
-        }
+        self.cdn_cache_control
+            .then(|| Directives::targeted(response, &CDN_CACHE_CONTROL))
+            .flatten()
+            .unwrap_or_else(|| Directives::of(response, &header::CACHE_CONTROL))
     }
 }
 
@@ -142,7 +141,7 @@ impl HttpOptions {
 /// use actix_web::{HttpMessage, HttpResponse};
 /// use cache_actix::OriginUnreachable;
 ///
-/// let res = HttpResponse::BadGateway().body("upstream down");
+/// let mut res = HttpResponse::BadGateway().body("upstream down");
 /// res.extensions_mut().insert(OriginUnreachable);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,7 +245,7 @@ pub(crate) fn storable(
     }
     let explicit = cc.s_maxage.is_some()
         || cc.max_age.is_some()
-        || response.contains_key(header::EXPIRES)
+        || (response.contains_key(header::EXPIRES) && !cc.targeted)
         || cc.public;
     let heuristic = HEURISTIC_STATUSES.contains(&code);
     if !(explicit || heuristic) {
@@ -328,7 +327,11 @@ pub(crate) fn freshness(
         0
     } else if let Some(secs) = cc.s_maxage.or(cc.max_age) {
         secs.saturating_mul(1000)
-    } else if let Some(expires) = headers.get_all(header::EXPIRES).next() {
+    } else if let Some(expires) = headers
+        .get_all(header::EXPIRES)
+        .next()
+        .filter(|_| !cc.targeted)
+    {
         // A malformed Expires (or a second line) means "already expired" (RFC 9111 5.3).
         match (
             http_date_ms(expires),

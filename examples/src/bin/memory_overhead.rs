@@ -64,6 +64,10 @@ fn main() {
         (store.bytes() - payload) / ENTRIES
     );
     println!(
+        "of which the Entry struct:     {} bytes (plus the Arc's two counters)",
+        std::mem::size_of::<Entry>()
+    );
+    println!(
         "store: {} entries, {} bytes charged",
         store.len(),
         store.bytes()
