@@ -276,11 +276,19 @@ impl Cache {
     /// The record under `key`, from the L1 or else the L2, if its full key matches and the tag
     /// clocks accept it (a response's `born` against its tags; a vary list is always accepted).
     async fn get(&self, key: &CacheKey) -> Option<Record> {
+        // A stale L1 copy is kept as the answer of last resort: another node may have refreshed
+        // (revalidated, refilled) the record in the L2 since this one was copied.
+        let mut stale_copy = None;
         if let Some(l1) = self.l1() {
             match l1.get_now(key) {
                 // An invalidated copy here says nothing about the L2, which another node may
                 // have refilled since: drop it and look there.
                 Some(Record::Response(entry)) if !self.is_valid(&entry) => l1.remove_now(key),
+                Some(Record::Response(entry))
+                    if self.inner.l2.is_some() && entry.fresh_until_ms <= now_ms() =>
+                {
+                    stale_copy = Some(Record::Response(entry));
+                }
                 Some(record) => {
                     Tier::add(&self.inner.stats.l1.hits);
                     return Some(record);
@@ -289,7 +297,9 @@ impl Cache {
             }
             Tier::add(&self.inner.stats.l1.misses);
         }
-        let l2 = self.inner.l2.as_ref()?;
+        let Some(l2) = self.inner.l2.as_ref() else {
+            return stale_copy;
+        };
         match l2.get(key).await {
             // The key check is ours, not the store's: a store returning a colliding or foreign
             // record must cause a miss. So is the clock check: it runs before the record can be
@@ -305,12 +315,16 @@ impl Cache {
             }
             Ok(_) => {
                 Tier::add(&self.inner.stats.l2.misses);
+                // The L1 copy must not outlive its L2 record.
+                if let (Some(l1), Some(_)) = (self.l1(), &stale_copy) {
+                    l1.remove_now(key);
+                }
                 None
             }
             Err(err) => {
                 Tier::add(&self.inner.stats.l2.errors);
                 tracing::debug!(error = %err, "l2 lookup failed; treating as a miss");
-                None
+                stale_copy
             }
         }
     }

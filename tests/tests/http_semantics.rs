@@ -648,3 +648,77 @@ async fn set_cookie_and_authorization_stay_private_unless_an_option_lifts_it() {
     send(&lifted, auth()).await;
     assert_eq!(send(&lifted, auth()).await.x_cache(), "HIT");
 }
+
+/// A proxy node tiered over `redis`: L1 memory in front of the shared L2.
+async fn tiered_proxy(
+    redis: &cache_actix_tests::redis::RedisServer,
+    origin: &Server,
+) -> (
+    impl actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+    >,
+    Cache,
+) {
+    let store = cache_actix::RedisStore::from_url(&redis.url()).unwrap_or_else(|e| panic!("{e}"));
+    let cache = Cache::builder()
+        .l1(cache_actix::MemoryStore::new())
+        .l2(store)
+        .namespace("proxy")
+        .build();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !cache.in_sync() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node never subscribed"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let upstream = Upstream::parse(&origin.base).unwrap_or_else(|e| panic!("{e}"));
+    (
+        test::init_service(app(cache.clone(), upstream)).await,
+        cache,
+    )
+}
+
+#[actix_web::test]
+async fn tiered_proxies_share_entries_and_their_revalidation_through_redis() {
+    let redis = cache_actix_tests::redis::RedisServer::start();
+    let (server, origin) = start_origin();
+    origin.script(
+        "/shared",
+        vec![
+            ok(&[
+                ("cache-control", "max-age=1"),
+                ("etag", "\"v1\""),
+                ("x-version", "1"),
+            ]),
+            answer(
+                304,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("etag", "\"v1\""),
+                    ("x-version", "2"),
+                ],
+            ),
+        ],
+    );
+    let (a, _) = tiered_proxy(&redis, &server).await;
+    let (b, _) = tiered_proxy(&redis, &server).await;
+    let first = send(&a, get("/shared")).await;
+    let on_b = send(&b, get("/shared")).await;
+    assert_eq!((on_b.x_cache(), on_b.text()), ("HIT", first.text()));
+    assert_eq!(origin.hits("/shared"), 1);
+    actix_web::rt::time::sleep(Duration::from_millis(1100)).await;
+    let revalidated = send(&a, get("/shared")).await;
+    assert_eq!(
+        (revalidated.x_cache(), values(&revalidated, "x-version")),
+        ("HIT", vec!["2".to_string()])
+    );
+    assert_eq!(origin.hits("/shared"), 2);
+    // Node B's L1 copy is stale; the refreshed record in Redis answers it.
+    let b_after = send(&b, get("/shared")).await;
+    assert_eq!(values(&b_after, "x-version"), ["2"]);
+    assert_eq!(origin.hits("/shared"), 2, "no second revalidation");
+}
