@@ -226,11 +226,49 @@ where
     actix_service::forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
+        let req = match fast_hit(&self.config, req) {
+            Ok(res) => return Box::pin(ready(Ok(res))),
+            Err(req) => req,
+        };
         let flow = Flow {
             service: self.service.clone(),
             config: self.config.clone(),
         };
         Box::pin(flow.run(req))
+    }
+}
+
+/// The common case, answered without building the whole flow's future: a GET or HEAD whose
+/// fresh entry sits in the L1 and may answer this request as it stands. Anything else (a
+/// request directive to weigh, `Authorization` the entry does not cover, an L2 to ask) goes
+/// back to the caller for [`Flow::run`].
+fn fast_hit(
+    config: &Config,
+    req: ServiceRequest,
+) -> Result<ServiceResponse<BoxBody>, ServiceRequest> {
+    let method = req.method();
+    if method != Method::GET && method != Method::HEAD {
+        return Err(req);
+    }
+    let headers = req.headers();
+    let asks = headers.contains_key(header::CACHE_CONTROL) || headers.contains_key(header::PRAGMA);
+    if asks && (config.http.is_some() || config.honor_client_no_cache) {
+        return Err(req);
+    }
+    let Some(primary) = primary_key(config, &req) else {
+        return Err(req);
+    };
+    let entry = config
+        .cache
+        .fresh_in_l1(&primary, |vary| variant_key(&primary, vary, req.headers()));
+    match entry {
+        Some(entry)
+            if servable(&entry, req.headers()) && entry.http.is_none_or(|h| !h.no_cache) =>
+        {
+            config.cache.record(Event::Hit);
+            Ok(answer(req, &entry, Outcome::Hit))
+        }
+        _ => Err(req),
     }
 }
 
@@ -550,18 +588,7 @@ where
     }
 
     pub(crate) fn primary_key(&self, req: &ServiceRequest) -> Option<PrimaryKey> {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .map(HeaderValue::as_bytes)
-            .or_else(|| req.uri().authority().map(|a| a.as_str().as_bytes()))
-            .unwrap_or_default();
-        let path = req.uri().path().as_bytes();
-        let query = req.uri().query().unwrap_or_default().as_bytes();
-        if host.len() + path.len() + query.len() > self.config.max_key_bytes {
-            return None;
-        }
-        Some(self.cache().primary_key(host, path, query))
+        primary_key(&self.config, req)
     }
 
     fn default_policy(&self, path: &str) -> Option<ResolvedPolicy> {
@@ -585,6 +612,22 @@ where
             tags: Vec::new(),
         })
     }
+}
+
+/// The primary key of a request: host, path and query; `None` when they exceed the key limit.
+fn primary_key(config: &Config, req: &ServiceRequest) -> Option<PrimaryKey> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .map(HeaderValue::as_bytes)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().as_bytes()))
+        .unwrap_or_default();
+    let path = req.uri().path().as_bytes();
+    let query = req.uri().query().unwrap_or_default().as_bytes();
+    if host.len() + path.len() + query.len() > config.max_key_bytes {
+        return None;
+    }
+    Some(config.cache.primary_key(host, path, query))
 }
 
 /// The key of the variant of `primary` that a request with `headers` selects under `vary`.

@@ -210,6 +210,42 @@ impl Cache {
         self.inner.stats.record(event);
     }
 
+    /// The fresh entry for a request in the L1, if there is one: the synchronous fast path of a
+    /// hit, which never touches the L2 (`None` sends the caller to [`Cache::lookup`]). Counts an
+    /// L1 hit when it finds one; the caller records the [`Event`].
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cache_core::{Cache, Entry};
+    /// let cache = Cache::memory();
+    /// let primary = cache.primary_key(b"h", b"/p", b"");
+    /// let now = cache_core::time::now_ms();
+    /// let mut entry = Entry::new(primary.cache_key().bytes(), 200, vec![], "x".into(), now, now + 60_000);
+    /// entry.born = cache.begin_fill();
+    /// assert!(cache.store(&primary, &primary.cache_key(), entry).await.is_ok());
+    /// assert!(cache.fresh_in_l1(&primary, |_| unreachable!()).is_some());
+    /// # });
+    /// ```
+    pub fn fresh_in_l1(
+        &self,
+        primary: &PrimaryKey,
+        variant: impl Fn(&[String]) -> CacheKey,
+    ) -> Option<Arc<Entry>> {
+        let l1 = self.l1()?;
+        let entry = match l1.get_now(&primary.cache_key())? {
+            Record::Response(entry) => entry,
+            Record::Variants(variants) => match l1.get_now(&variant(&variants.vary))? {
+                Record::Response(entry) => entry,
+                Record::Variants(_) => return None,
+            },
+        };
+        let usable = self.is_valid(&entry) && entry.freshness(now_ms()) == Freshness::Fresh;
+        if usable {
+            Tier::add(&self.inner.stats.l1.hits);
+        }
+        usable.then_some(entry)
+    }
+
     /// Finds what is stored for a request. `variant` builds the variant key from the request's
     /// headers for a vary list.
     pub async fn lookup(

@@ -13,6 +13,7 @@
 //! no response that sets a cookie is stored, and none to a request with `Authorization` is
 //! shared unless it varies on `Authorization`.
 
+mod date;
 pub(crate) mod directives;
 mod flow;
 
@@ -274,11 +275,7 @@ pub(crate) fn vary_names(headers: &HeaderMap) -> Option<Vec<String>> {
 
 /// An HTTP date in Unix ms; `None` when malformed.
 pub(crate) fn http_date_ms(value: &HeaderValue) -> Option<u64> {
-    let text = value.to_str().ok()?;
-    let at = httpdate::parse_http_date(text.trim()).ok()?;
-    at.duration_since(std::time::UNIX_EPOCH)
-        .ok()
-        .and_then(|d| u64::try_from(d.as_millis()).ok())
+    date::parse(value.to_str().ok()?)?.checked_mul(1000)
 }
 
 /// The `Age` of a response in seconds: the first member of the field's combined list (RFC
