@@ -22,9 +22,9 @@ pub const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
 /// The cache's name in `cache-status`.
 const CACHE_NAME: &str = "cache-actix";
 
-/// Headers never stored or replayed: hop-by-hop ones (RFC 9110 section 7.6.1), the ones we
-/// compute per answer, and `cache-tag`, which is ours.
-pub(crate) const NOT_STORED: &[&str] = &[
+/// Hop-by-hop header fields (RFC 9110 section 7.6.1, plus the older `Keep-Alive` and
+/// `Proxy-Connection`): they describe one connection, so no cache stores or replays them.
+pub(crate) const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -34,6 +34,11 @@ pub(crate) const NOT_STORED: &[&str] = &[
     "upgrade",
     "proxy-authenticate",
     "proxy-authorization",
+];
+
+/// Headers the policy mode never stores or replays besides the hop-by-hop ones: the ones it
+/// computes per answer, `cache-tag`, which is ours, and `set-cookie`.
+pub(crate) const NOT_STORED: &[&str] = &[
     "date",
     "age",
     "expires",

@@ -748,7 +748,9 @@ fn build_entry(
     let headers: Vec<(String, Bytes)> = head
         .headers()
         .iter()
-        .filter(|(name, _)| !h::NOT_STORED.contains(&name.as_str()))
+        .filter(|(name, _)| {
+            !h::HOP_BY_HOP.contains(&name.as_str()) && !h::NOT_STORED.contains(&name.as_str())
+        })
         .map(|(name, value)| {
             (
                 name.as_str().to_owned(),

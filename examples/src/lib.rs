@@ -6,3 +6,13 @@
 pub mod products;
 pub mod reverse_proxy;
 pub mod server;
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`). A second call (tests run several
+/// servers in one process) keeps the first subscriber.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .try_init();
+}

@@ -359,12 +359,7 @@ pub fn run_from_env() -> std::io::Result<()> {
 
 /// The proxy, configured from the environment (see the module doc).
 pub async fn serve_from_env() -> std::io::Result<()> {
-    // A second call (tests run several servers in one process) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .try_init();
+    crate::init_tracing();
     let upstream =
         match std::env::var("UPSTREAM_URL") {
             Ok(url) if !url.is_empty() => Upstream::parse(&url)?,

@@ -20,12 +20,7 @@ pub fn run_from_env() -> std::io::Result<()> {
 
 /// The server, configured from the environment.
 pub async fn serve_from_env() -> std::io::Result<()> {
-    // A second call (tests run several servers in one process) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .try_init();
+    crate::init_tracing();
     let addr = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_string());
     let latency = std::env::var("DB_LATENCY_MS")
         .ok()

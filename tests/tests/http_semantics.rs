@@ -146,6 +146,24 @@ fn http_date(offset_secs: i64) -> String {
     httpdate::fmt_http_date(at)
 }
 
+/// For each `(path, reused)`: a first request fills, and a second is a `HIT` exactly when
+/// `reused`.
+async fn assert_reuse<S, B>(proxy: &S, cases: &[(&str, bool)])
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+    B: actix_web::body::MessageBody,
+{
+    for &(path, reused) in cases {
+        send(proxy, get(path)).await;
+        let again = send(proxy, get(path)).await;
+        assert_eq!(again.x_cache() == "HIT", reused, "{path}");
+    }
+}
+
 fn values(reply: &Reply, name: &str) -> Vec<String> {
     reply
         .headers
@@ -244,14 +262,11 @@ async fn heuristic_freshness_only_where_the_rfc_allows_it() {
         "/created",
         vec![answer(201, &[("last-modified", &modified)])],
     );
-    for (path, reused) in [("/lm", true), ("/none", false), ("/created", false)] {
-        send(&proxy, get(path)).await;
-        assert_eq!(
-            send(&proxy, get(path)).await.x_cache() == "HIT",
-            reused,
-            "{path}"
-        );
-    }
+    assert_reuse(
+        &proxy,
+        &[("/lm", true), ("/none", false), ("/created", false)],
+    )
+    .await;
 }
 
 #[actix_web::test]
@@ -269,14 +284,7 @@ async fn no_store_and_private_are_never_stored_and_unknown_directives_are_ignore
             "foo=\"bar, no-store\", max-age=60, baz",
         )])],
     );
-    for (path, reused) in [("/ns", false), ("/p", false), ("/x", true)] {
-        send(&proxy, get(path)).await;
-        assert_eq!(
-            send(&proxy, get(path)).await.x_cache() == "HIT",
-            reused,
-            "{path}"
-        );
-    }
+    assert_reuse(&proxy, &[("/ns", false), ("/p", false), ("/x", true)]).await;
 }
 
 #[actix_web::test]

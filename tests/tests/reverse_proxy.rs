@@ -7,7 +7,7 @@
 //! forwarding, not caching.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,15 @@ const ORIGIN_DATE: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
 /// decompress them would fail rather than pass them on.
 const ENCODED: &[u8] = b"\x1f\x8b\x08\x00not really gzip\xff\xfe";
 
+/// Every value of header `name` in `headers`, in the order received.
+fn values_of<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
 /// One request as the origin saw it.
 #[derive(Clone, Debug)]
 struct Seen {
@@ -35,11 +44,7 @@ struct Seen {
 impl Seen {
     /// Every value of a header, in the order received.
     fn all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
+        values_of(&self.headers, name)
     }
 
     /// The distinct header names, sorted.
@@ -186,12 +191,7 @@ fn start_proxy(upstream: Upstream) -> Server {
 /// A raw origin that accepts one connection, reads the request head (these requests have no
 /// body), sends it to the test, answers with `response` verbatim and closes.
 fn raw_origin(response: &'static [u8]) -> (Upstream, mpsc::Receiver<String>) {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind loopback: {e}"));
-    let port = listener
-        .local_addr()
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("local addr: {e}"));
+    let (listener, base) = listener();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let Ok((mut stream, _)) = listener.accept() else {
@@ -211,8 +211,7 @@ fn raw_origin(response: &'static [u8]) -> (Upstream, mpsc::Receiver<String>) {
         let _ = stream.flush();
         let _ = stream.shutdown(Shutdown::Write);
     });
-    let upstream =
-        Upstream::parse(&format!("http://127.0.0.1:{port}")).unwrap_or_else(|e| panic!("{e}"));
+    let upstream = Upstream::parse(&base).unwrap_or_else(|e| panic!("{e}"));
     (upstream, rx)
 }
 
@@ -255,11 +254,7 @@ impl RawReply {
 
     /// Every value of a header, in the order received.
     fn all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
+        values_of(&self.headers, name)
     }
 
     fn text(&self) -> String {

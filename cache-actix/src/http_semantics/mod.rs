@@ -180,22 +180,9 @@ const UNDERSTOOD_STATUSES: &[u16] = &[
     200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
 ];
 
-/// Response header fields never stored: hop-by-hop ones (RFC 9110 section 7.6.1), the length
-/// (actix writes it from the body), and the cache's own.
-const NOT_STORED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authenticate",
-    "content-length",
-    "x-cache",
-    "cache-status",
-    "cache-tag",
-];
+/// Response header fields never stored besides the hop-by-hop ones: the length (actix writes
+/// it from the body) and the cache's own.
+const NOT_STORED: &[&str] = &["content-length", "x-cache", "cache-status", "cache-tag"];
 
 /// Fields a 304 never changes in the stored response (RFC 9111 section 3.2): the length, and
 /// the ones that describe the stored body itself.
@@ -391,7 +378,9 @@ pub(crate) fn stored_fields(headers: &HeaderMap) -> Vec<(String, Bytes)> {
         .iter()
         .filter(|(name, _)| {
             let name = name.as_str();
-            !NOT_STORED.contains(&name) && !connection.iter().any(|c| c == name)
+            !crate::headers::HOP_BY_HOP.contains(&name)
+                && !NOT_STORED.contains(&name)
+                && !connection.iter().any(|c| c == name)
         })
         .map(|(name, value)| {
             (
