@@ -175,7 +175,7 @@ pub(crate) fn split(text: &str) -> Vec<(String, Option<String>)> {
                 let mut closed = false;
                 while i < text.len() {
                     match bytes[i] {
-                        b'\\' if i + 1 < text.len() => {
+                        b'\\' if i + 1 < text.len() && bytes[i + 1].is_ascii() => {
                             value.push(char::from(bytes[i + 1]));
                             i += 2;
                         }
@@ -185,8 +185,11 @@ pub(crate) fn split(text: &str) -> Vec<(String, Option<String>)> {
                             break;
                         }
                         _ => {
-                            // Copy one whole UTF-8 character.
-                            let c = text[i..].chars().next().unwrap_or(' ');
+                            // Copy one whole UTF-8 character (header text is ASCII, but this
+                            // must not panic on anything a caller passes).
+                            let Some(c) = text.get(i..).and_then(|t| t.chars().next()) else {
+                                break;
+                            };
                             value.push(c);
                             i += c.len_utf8();
                         }
@@ -465,6 +468,22 @@ mod tests {
             assert_eq!(parse(invalid), None, "{invalid}");
         }
         assert_eq!(Directives::targeted(&HeaderMap::new(), &cdn), None);
+    }
+
+    #[test]
+    fn no_input_panics() {
+        for text in [
+            "\"",
+            "a=\"\\",
+            "a=\"\\é\", max-age=1",
+            "é=é, max-age=ü",
+            ",,,=,=\"",
+            "max-age=\"1",
+            "a=\"x\\\"y\", b",
+        ] {
+            let _ = split(text);
+        }
+        assert_eq!(split("a=\"x\\\"y\", b")[1].0, "b");
     }
 
     #[test]
