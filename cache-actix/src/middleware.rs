@@ -226,37 +226,37 @@ where
     actix_service::forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let req = match fast_hit(&self.config, req) {
+        let (req, known) = match fast_hit(&self.config, req) {
             Ok(res) => return Box::pin(ready(Ok(res))),
-            Err(req) => req,
+            Err(not_a_fast_hit) => not_a_fast_hit,
         };
         let flow = Flow {
             service: self.service.clone(),
             config: self.config.clone(),
         };
-        Box::pin(flow.run(req))
+        Box::pin(flow.run(req, known))
     }
 }
 
 /// The common case, answered without building the whole flow's future: a GET or HEAD whose
 /// fresh entry sits in the L1 and may answer this request as it stands. Anything else (a
 /// request directive to weigh, `Authorization` the entry does not cover, an L2 to ask) goes
-/// back to the caller for [`Flow::run`].
+/// back to the caller for [`Flow::run`], with the primary key when it was built.
 fn fast_hit(
     config: &Config,
     req: ServiceRequest,
-) -> Result<ServiceResponse<BoxBody>, ServiceRequest> {
+) -> Result<ServiceResponse<BoxBody>, (ServiceRequest, Option<PrimaryKey>)> {
     let method = req.method();
     if method != Method::GET && method != Method::HEAD {
-        return Err(req);
+        return Err((req, None));
     }
     let headers = req.headers();
     let asks = headers.contains_key(header::CACHE_CONTROL) || headers.contains_key(header::PRAGMA);
     if asks && (config.http.is_some() || config.honor_client_no_cache) {
-        return Err(req);
+        return Err((req, None));
     }
     let Some(primary) = primary_key(config, &req) else {
-        return Err(req);
+        return Err((req, None));
     };
     let entry = config
         .cache
@@ -268,7 +268,7 @@ fn fast_hit(
             config.cache.record(Event::Hit);
             Ok(answer(req, &entry, Outcome::Hit))
         }
-        _ => Err(req),
+        _ => Err((req, Some(primary))),
     }
 }
 
@@ -286,12 +286,17 @@ where
         &self.config.cache
     }
 
-    async fn run(self, req: ServiceRequest) -> Result<ServiceResponse<BoxBody>, Error> {
+    /// The whole flow; `known` is the primary key when [`fast_hit`] already built it.
+    async fn run(
+        self,
+        req: ServiceRequest,
+        known: Option<PrimaryKey>,
+    ) -> Result<ServiceResponse<BoxBody>, Error> {
         let method = req.method().clone();
         if method != Method::GET && method != Method::HEAD {
             return self.pass_unsafe(req, method).await;
         }
-        let Some(primary) = self.primary_key(&req) else {
+        let Some(primary) = known.or_else(|| self.primary_key(&req)) else {
             return self.bypass_request(req, BypassReason::KeyTooLarge).await;
         };
         let client_no_cache =
