@@ -377,19 +377,8 @@ where
                 Method::POST | Method::PUT | Method::PATCH | Method::DELETE
             )
         };
-        let target = (unsafe_method && self.config.http.is_some()).then(|| {
-            let host = req
-                .headers()
-                .get(header::HOST)
-                .map(|h| h.as_bytes().to_vec())
-                .or_else(|| {
-                    req.uri()
-                        .authority()
-                        .map(|a| a.as_str().as_bytes().to_vec())
-                })
-                .unwrap_or_default();
-            (host, req.uri().path().to_string())
-        });
+        let target = (unsafe_method && self.config.http.is_some())
+            .then(|| (request_host(&req).to_vec(), req.uri().path().to_string()));
         let primary = if unsafe_method {
             self.primary_key(&req)
         } else {
@@ -619,14 +608,18 @@ where
     }
 }
 
-/// The primary key of a request: host, path and query; `None` when they exceed the key limit.
-fn primary_key(config: &Config, req: &ServiceRequest) -> Option<PrimaryKey> {
-    let host = req
-        .headers()
+/// The host a request names: its `Host` header, else the authority of its target.
+fn request_host(req: &ServiceRequest) -> &[u8] {
+    req.headers()
         .get(header::HOST)
         .map(HeaderValue::as_bytes)
         .or_else(|| req.uri().authority().map(|a| a.as_str().as_bytes()))
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The primary key of a request: host, path and query; `None` when they exceed the key limit.
+fn primary_key(config: &Config, req: &ServiceRequest) -> Option<PrimaryKey> {
+    let host = request_host(req);
     let path = req.uri().path().as_bytes();
     let query = req.uri().query().unwrap_or_default().as_bytes();
     if host.len() + path.len() + query.len() > config.max_key_bytes {

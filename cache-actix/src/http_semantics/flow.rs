@@ -106,15 +106,14 @@ where
         primary: PrimaryKey,
         entry: Arc<Entry>,
     ) -> Result<ServiceResponse<BoxBody>, Error> {
-        // Whether it may stand in for an error is decided when the error comes.
-        let stale = Some(entry.clone());
         let last_modified = stored(&entry, "last-modified");
         let etag = HeaderValue::from_str(&entry.etag)
             .ok()
             .filter(|_| !entry.etag.is_empty());
         if etag.is_none() && last_modified.is_none() {
+            // Whether the entry may stand in for an error is decided when the error comes.
             let vary = Some(entry.vary.clone());
-            return self.fill(req, primary, vary, stale).await;
+            return self.fill(req, primary, vary, Some(entry)).await;
         }
         let conditionals = client_conditionals(req.headers());
         {
@@ -137,7 +136,7 @@ where
                 request_ms,
                 response_ms: now_ms(),
             };
-            let options = self.config.http.clone().unwrap_or_default();
+            let options = self.config.http.unwrap_or_default();
             let (http_req, response) = res.into_parts();
             let merged = updated_fields(&entry, response.headers());
             let key = variant_key(&primary, &entry.vary, http_req.headers());
@@ -159,12 +158,10 @@ where
             return Ok(ServiceResponse::new(http_req, response));
         }
         if res.status().is_server_error() && super::may_serve_stale_on_error(&entry, &res) {
-            if let Some(stale) = stale {
-                self.cache().record(Event::StaleHit);
-                let (http_req, _) = res.into_parts();
-                let response = render(Some(&conditionals), &stale, Outcome::StaleIfError);
-                return Ok(ServiceResponse::new(http_req, response));
-            }
+            self.cache().record(Event::StaleHit);
+            let (http_req, _) = res.into_parts();
+            let response = render(Some(&conditionals), &entry, Outcome::StaleIfError);
+            return Ok(ServiceResponse::new(http_req, response));
         }
         self.cache().record(Event::Miss);
         self.http_finish(res, primary, None, true, has_auth, born, request_ms)
@@ -184,7 +181,7 @@ where
         born: u64,
         request_ms: u64,
     ) -> Result<ServiceResponse<BoxBody>, Error> {
-        let options = self.config.http.clone().unwrap_or_default();
+        let options = self.config.http.unwrap_or_default();
         let request = res.request().headers();
         let request_no_store = Directives::of(request, &header::CACHE_CONTROL).no_store;
         let is_get = res.request().method() == Method::GET;

@@ -53,7 +53,7 @@ pub(crate) const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-ca
 ///     .keep_stale_for(Duration::from_secs(600));
 /// let middleware = CacheMiddleware::new(Cache::memory()).http_semantics_with(options);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct HttpOptions {
     pub(crate) cdn_cache_control: bool,
     pub(crate) store_set_cookie: bool,
