@@ -59,7 +59,6 @@ pub struct HttpOptions {
     pub(crate) store_set_cookie: bool,
     pub(crate) share_authorized: bool,
     pub(crate) keep_stale: Duration,
-    pub(crate) heuristic_percent: u64,
 }
 
 impl Default for HttpOptions {
@@ -69,7 +68,6 @@ impl Default for HttpOptions {
             store_set_cookie: false,
             share_authorized: false,
             keep_stale: Duration::from_secs(3600),
-            heuristic_percent: 10,
         }
     }
 }
@@ -170,6 +168,10 @@ pub(crate) fn may_serve_stale_on_error<B>(
         || stale_by < entry.stale_if_error_ms
         || asked
 }
+
+/// Heuristic freshness: this share of the time since `Last-Modified` (RFC 9111 4.2.2 suggests
+/// at most 10%).
+const HEURISTIC_PERCENT: u64 = 10;
 
 /// Status codes a cache may give heuristic freshness (RFC 9110 section 15.1), minus 206: this
 /// cache does not store partial content.
@@ -329,7 +331,7 @@ pub(crate) fn freshness(
             .get(header::LAST_MODIFIED)
             .and_then(http_date_ms)
             .map_or(0, |modified| {
-                date_ms.saturating_sub(modified) / 100 * options.heuristic_percent
+                date_ms.saturating_sub(modified) / 100 * HEURISTIC_PERCENT
             })
     } else {
         0
