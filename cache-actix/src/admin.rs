@@ -1,19 +1,28 @@
 //! The optional admin scope: purge a tag, a URL or everything, and read the stats as JSON.
 //! Off unless you mount it; every route demands `Authorization: Bearer <token>`.
 //!
-//! What must stay true: the token is compared in constant time, an empty token opens nothing,
-//! and a refused request learns nothing but 401.
+//! What must stay true: every route authenticates before it reads anything of the request
+//! beyond its head (a body is read only after the token matched, so a refused request is a
+//! 401 whatever it carries, never a 400 or a 413); the token is compared as SHA-256 digests in
+//! constant time, so neither its bytes nor its length leak through timing; an empty token
+//! opens nothing.
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse, Scope};
-use cache_core::{Cache, Stats, TierStats};
+use cache_core::{key::QueryOrder, Cache, Stats, TierStats};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+/// Largest body the admin routes read: a URL purge is a host and a path.
+const MAX_ADMIN_BODY: usize = 16 << 10;
 
 #[derive(Clone)]
 struct AdminState {
     cache: Cache,
-    token: String,
+    /// SHA-256 of the token; `None` for an empty token, which opens nothing.
+    token_digest: Option<[u8; 32]>,
 }
 
 /// Builds the admin scope at `path`:
@@ -22,7 +31,7 @@ struct AdminState {
 /// |---|---|
 /// | `GET {path}/stats` | the counters as JSON, and `in_sync` ([`Cache::in_sync`]) |
 /// | `POST {path}/purge/tag/{tag}` | `invalidate_tag(tag)` |
-/// | `POST {path}/purge/url` with JSON `{"host": "...", "path": "/p?q=1"}` | drops one URL |
+/// | `POST {path}/purge/url` with JSON `{"host": "...", "path": "/p?q=1"}` (and optionally `"scheme"`; both `http` and `https` without it) | drops one URL |
 /// | `POST {path}/purge/all` | `purge_all()` |
 ///
 /// ```
@@ -34,9 +43,10 @@ struct AdminState {
 /// }
 /// ```
 pub fn scope(path: &str, cache: Cache, token: impl Into<String>) -> Scope {
+    let token = token.into();
     let state = AdminState {
         cache,
-        token: token.into(),
+        token_digest: (!token.is_empty()).then(|| digest(token.as_bytes())),
     };
     web::scope(path)
         .app_data(web::Data::new(state))
@@ -46,13 +56,21 @@ pub fn scope(path: &str, cache: Cache, token: impl Into<String>) -> Scope {
         .route("/purge/all", web::post().to(purge_all))
 }
 
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
 fn authorized(req: &HttpRequest, state: &AdminState) -> bool {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
         .unwrap_or_default();
-    !state.token.is_empty() && bool::from(presented.ct_eq(state.token.as_bytes()))
+    // Digests of equal length: the comparison's time says nothing about the token's length.
+    let presented = digest(presented);
+    state
+        .token_digest
+        .is_some_and(|token| bool::from(presented.ct_eq(&token)))
 }
 
 fn refused() -> HttpResponse {
@@ -97,21 +115,60 @@ async fn purge_tag(
 struct UrlBody {
     host: String,
     path: String,
+    scheme: Option<String>,
+}
+
+/// Reads a JSON body of at most [`MAX_ADMIN_BODY`]; only called once the token matched.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    mut payload: web::Payload,
+) -> Result<T, HttpResponse> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| HttpResponse::BadRequest().finish())?;
+        if body.len() + chunk.len() > MAX_ADMIN_BODY {
+            return Err(HttpResponse::PayloadTooLarge().finish());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|err| {
+        HttpResponse::BadRequest().json(json!({ "ok": false, "error": err.to_string() }))
+    })
 }
 
 async fn purge_url(
     req: HttpRequest,
-    body: web::Json<UrlBody>,
+    payload: web::Payload,
     state: web::Data<AdminState>,
 ) -> HttpResponse {
     if !authorized(&req, &state) {
         return refused();
     }
+    let body: UrlBody = match read_json(payload).await {
+        Ok(body) => body,
+        Err(answer) => return answer,
+    };
     let (path, query) = body.path.split_once('?').unwrap_or((&body.path, ""));
-    let primary = state
-        .cache
-        .primary_key(body.host.as_bytes(), path.as_bytes(), query.as_bytes());
-    result(state.cache.purge_url(&primary).await)
+    let schemes = match &body.scheme {
+        Some(scheme) => vec![scheme.as_str()],
+        None => vec!["http", "https"],
+    };
+    // The middleware keys on `scheme://host`, with the query sorted (policies) or as sent
+    // (the HTTP mode): drop every spelling this URL can have been stored under.
+    for scheme in schemes {
+        let authority = format!("{scheme}://{}", body.host);
+        for order in [QueryOrder::ByDecodedName, QueryOrder::AsSent] {
+            let primary = state.cache.primary_key_with(
+                authority.as_bytes(),
+                path.as_bytes(),
+                query.as_bytes(),
+                order,
+            );
+            if let Err(err) = state.cache.purge_url(&primary).await {
+                return result(Err(err));
+            }
+        }
+    }
+    result(Ok(()))
 }
 
 async fn purge_all(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {

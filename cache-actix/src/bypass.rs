@@ -36,6 +36,15 @@ pub enum BypassReason {
     /// The handler's own `Vary` names a header the policy does not vary on (or is `*`): the key
     /// would not separate the variants, so the response cannot be shared.
     Vary,
+    /// A GET or HEAD that carries a body (`Content-Length` above 0 or `Transfer-Encoding`): what
+    /// the handler makes of it is not what a plain request would get.
+    RequestBody,
+    /// The request carries `Cookie` and the scope rule (or, in the HTTP mode, the response)
+    /// neither varies on it nor says `public`: the page may belong to one session.
+    Cookie,
+    /// The request waited `lock_timeout` for another request's fill and then ran the handler
+    /// itself, as the one new leader of the waiters.
+    LockTimeout,
     /// HTTP semantics mode: the response has no explicit or heuristic freshness and no
     /// validator, so a stored copy could never be reused.
     NotReusable,
@@ -57,6 +66,9 @@ impl BypassReason {
             BypassReason::KeyTooLarge => "key-too-large",
             BypassReason::Vary => "vary",
             BypassReason::NotReusable => "not-reusable",
+            BypassReason::RequestBody => "request-body",
+            BypassReason::Cookie => "cookie",
+            BypassReason::LockTimeout => "lock-timeout",
         }
     }
 }

@@ -9,7 +9,12 @@
 //! - the `HttpRequest` is never cloned before the inner service has routed it (actix's router
 //!   needs the only reference, and panics otherwise);
 //! - a response is stored only if every rule of "what is never stored" lets it through, and an
-//!   entry is served to a request with `Authorization` only if the policy allowed that;
+//!   entry is served to a request with `Authorization` (or, under a scope rule, `Cookie`) only
+//!   if the policy allowed that;
+//! - no request shapes what another client is served: the key is built from what actix itself
+//!   reports and reads (`ConnectionInfo`'s scheme and host, the query as `web::Query` decodes
+//!   it, `Accept-Language` in rank order), and a GET or HEAD with a body is neither answered
+//!   from the cache nor stored;
 //! - bodies that are streamed or larger than `max_body_bytes` are passed through untouched.
 
 use std::collections::HashSet;
@@ -29,7 +34,12 @@ use actix_web::{
     Error, HttpMessage, HttpResponse,
 };
 use bytes::Bytes;
-use cache_core::{flight::Join, Cache, CacheKey, CachePolicy, Entry, Event, Lookup, PrimaryKey};
+use cache_core::{
+    flight::{Join, Leader},
+    key::QueryOrder,
+    policy::VARY_COOKIE_PREFIX,
+    Cache, CacheKey, CachePolicy, Entry, Event, Lookup, PrimaryKey, Visibility,
+};
 use futures_util::future::LocalBoxFuture;
 
 use crate::bypass::BypassReason;
@@ -46,7 +56,7 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) struct Config {
     cache: Cache,
-    default_ttl: Option<Duration>,
+    default_policy: Option<CachePolicy>,
     include: Vec<String>,
     exclude: Vec<String>,
     pub(crate) max_body_bytes: usize,
@@ -94,7 +104,7 @@ impl CacheMiddleware {
         CacheMiddleware {
             config: Arc::new(Config {
                 cache,
-                default_ttl: None,
+                default_policy: None,
                 include: Vec::new(),
                 exclude: Vec::new(),
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -119,8 +129,28 @@ impl CacheMiddleware {
 
     /// Caches responses that carry no policy for this long, on the paths the include/exclude
     /// rules select (all paths under the middleware when no `include` is given).
+    ///
+    /// A scope rule does not know what the page reads, so it treats cookies as identity: the
+    /// response to a request with `Cookie` is not stored, and such a request is not answered
+    /// from a shared entry, unless the response says `Cache-Control: public` or the rule varies
+    /// on the cookie ([`CacheMiddleware::default_policy`] with [`CachePolicy::vary_cookie`]).
     pub fn default_ttl(self, ttl: Duration) -> Self {
-        self.edit(|c| c.default_ttl = Some(ttl))
+        self.default_policy(CachePolicy::new(ttl))
+    }
+
+    /// The scope rule as a whole policy: [`CacheMiddleware::default_ttl`] with vary headers,
+    /// cookies, stale windows or visibility. Tags in it are ignored (a rule has no route).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cache_actix::{Cache, CacheMiddleware, CachePolicy};
+    /// // Pages that read the `sid` session cookie: one entry per session, and analytics
+    /// // cookies beside it do not split the entry.
+    /// let mw = CacheMiddleware::new(Cache::memory())
+    ///     .default_policy(CachePolicy::new(Duration::from_secs(30)).vary_cookie("sid"));
+    /// ```
+    pub fn default_policy(self, policy: CachePolicy) -> Self {
+        self.edit(|c| c.default_policy = Some(policy))
     }
 
     /// Adds a path prefix (whole segments: `/api/a` covers `/api/a/1`, not `/api/ab`) whose
@@ -252,7 +282,7 @@ fn fast_hit(
     }
     let headers = req.headers();
     let asks = headers.contains_key(header::CACHE_CONTROL) || headers.contains_key(header::PRAGMA);
-    if asks && (config.http.is_some() || config.honor_client_no_cache) {
+    if (asks && (config.http.is_some() || config.honor_client_no_cache)) || has_body(headers) {
         return Err((req, None));
     }
     let Some(primary) = primary_key(config, &req) else {
@@ -261,6 +291,7 @@ fn fast_hit(
     let entry = config
         .cache
         .fresh_in_l1(&primary, |vary| variant_key(&primary, vary, req.headers()));
+    // `servable` below also holds the entry to its own cookie rule.
     match entry {
         Some(entry)
             if servable(&entry, req.headers()) && entry.http.is_none_or(|h| !h.no_cache) =>
@@ -295,6 +326,10 @@ where
         let method = req.method().clone();
         if method != Method::GET && method != Method::HEAD {
             return self.pass_unsafe(req, method).await;
+        }
+        if has_body(req.headers()) {
+            // Whatever the handler makes of the body is not what a plain GET would get.
+            return self.bypass_request(req, BypassReason::RequestBody).await;
         }
         let Some(primary) = known.or_else(|| self.primary_key(&req)) else {
             return self.bypass_request(req, BypassReason::KeyTooLarge).await;
@@ -378,7 +413,7 @@ where
             )
         };
         let target = (unsafe_method && self.config.http.is_some())
-            .then(|| (request_host(&req).to_vec(), req.uri().path().to_string()));
+            .then(|| (request_authority(&req), req.uri().path().to_string()));
         let primary = if unsafe_method {
             self.primary_key(&req)
         } else {
@@ -393,8 +428,8 @@ where
                 self.cache().record(Event::Error);
                 tracing::warn!(error = %err, "could not purge the URL after an unsafe request");
             }
-            if let Some((host, path)) = &target {
-                self.http_invalidate_targets(host, path, res.headers())
+            if let Some((authority, path)) = &target {
+                self.http_invalidate_targets(authority, path, res.headers())
                     .await;
             }
         }
@@ -464,25 +499,25 @@ where
             None => primary.hash(),
         };
         let vary_known = vary.is_some();
-        let leader = match self.cache().flights().join(flight) {
-            Join::Leader(leader) => Some(leader),
-            Join::Waiter(waiter) => {
-                let shared = tokio::time::timeout(self.config.lock_timeout, waiter.wait())
-                    .await
-                    .ok()
-                    .flatten();
-                // Re-check the clocks: an invalidation may have resolved after the leader stored.
-                let shared = shared.filter(|e| self.cache().is_valid(e));
-                if let Some(entry) = shared.filter(|e| matches_request(e, &primary, req.headers()))
-                {
-                    self.cache().record(Event::Hit);
-                    return Ok(answer(req, &entry, Outcome::Collapsed));
-                }
-                None
+        let (leader, took_over) = match self.elect(flight, &primary, req.headers()).await {
+            Elected::Shared(entry) => {
+                self.cache().record(Event::Hit);
+                return Ok(answer(req, &entry, Outcome::Collapsed));
             }
+            Elected::Leader { leader, took_over } => (Some(leader), took_over),
         };
-        self.cache().record(Event::Miss);
+        if took_over {
+            // Counted as a bypass (its reason is `lock-timeout`), not as a miss.
+            self.cache().record(Event::Bypass);
+            tracing::debug!(
+                path = req.path(),
+                "lock timeout: this request leads the fill"
+            );
+        } else {
+            self.cache().record(Event::Miss);
+        }
         let has_auth = req.headers().contains_key(header::AUTHORIZATION);
+        let has_cookie = req.headers().contains_key(header::COOKIE);
         // A HEAD response may lack the body a GET would get: answer it, never store it.
         let is_head = req.method() == Method::HEAD;
         let born = self.cache().begin_fill();
@@ -516,7 +551,7 @@ where
                 .await;
         }
         let verdict = match &policy {
-            Some(p) => storable(&res, &p.policy, has_auth, self.config.max_body_bytes),
+            Some(p) => storable(&res, p, has_auth, has_cookie, self.config.max_body_bytes),
             None => Err(BypassReason::NoPolicy),
         };
         let (policy, limit) = match (verdict, policy) {
@@ -557,9 +592,13 @@ where
         } else {
             self.cache().store(&primary, &key, entry).await
         };
-        let outcome = Outcome::Miss {
-            stored: stored.is_ok(),
-            vary_known,
+        let outcome = if took_over {
+            Outcome::Bypass(BypassReason::LockTimeout)
+        } else {
+            Outcome::Miss {
+                stored: stored.is_ok(),
+                vary_known,
+            }
         };
         if let (Some(leader), Ok(stored)) = (leader, &stored) {
             leader.complete(stored.clone());
@@ -576,6 +615,59 @@ where
 
     /// Runs the wrapped service, with the cache in the request extensions so that the `Cache`
     /// extractor finds it without `app_data` (only here: hits never pay for the insert).
+    /// Joins the single-flight of `flight`: leads it, or waits for its leader and takes what
+    /// the leader stored when it may answer this request. When the leader gives up (its
+    /// response could not be shared: a HEAD, a request with `Authorization`, an error) or was
+    /// for another variant, the waiters elect one new leader among themselves instead of all
+    /// running the handler at once; after `lock_timeout`, one waiter takes the lead from the
+    /// slow leader (`took_over`) and the others wait for it.
+    pub(crate) async fn elect(
+        &self,
+        mut flight: u128,
+        primary: &PrimaryKey,
+        headers: &HeaderMap,
+    ) -> Elected {
+        let flights = self.cache().flights();
+        loop {
+            let mut waiter = match flights.join(flight) {
+                Join::Leader(leader) => {
+                    return Elected::Leader {
+                        leader,
+                        took_over: false,
+                    }
+                }
+                Join::Waiter(waiter) => waiter,
+            };
+            let shared = match tokio::time::timeout(self.config.lock_timeout, waiter.wait()).await {
+                Ok(shared) => shared,
+                Err(_) => match flights.take_over(flight, &waiter) {
+                    Some(leader) => {
+                        return Elected::Leader {
+                            leader,
+                            took_over: true,
+                        }
+                    }
+                    // Another waiter took the lead first: wait for that one.
+                    None => continue,
+                },
+            };
+            // Re-check the clocks: an invalidation may have resolved after the leader stored.
+            let Some(entry) = shared.filter(|e| self.cache().is_valid(e)) else {
+                continue;
+            };
+            let own = variant_key(primary, &entry.vary, headers);
+            if *entry.key == *own.as_bytes() && servable(&entry, headers) {
+                return Elected::Shared(entry);
+            }
+            if own.hash() == flight {
+                // Same variant but not ours to take (`Authorization`, `Cookie`): lead it anew.
+                continue;
+            }
+            // Another variant of the resource: coalesce with the requests of our own.
+            flight = own.hash();
+        }
+    }
+
     pub(crate) fn call_inner(&self, req: ServiceRequest) -> S::Future {
         req.extensions_mut().insert(self.cache().clone());
         self.service.call(req)
@@ -586,7 +678,7 @@ where
     }
 
     fn default_policy(&self, path: &str) -> Option<ResolvedPolicy> {
-        let ttl = self.config.default_ttl?;
+        let policy = self.config.default_policy.as_ref()?;
         let covered = |prefix: &String| {
             let prefix = prefix.trim_end_matches('/');
             path == prefix
@@ -602,30 +694,75 @@ where
             return None;
         }
         Some(ResolvedPolicy {
-            policy: CachePolicy::new(ttl),
+            policy: policy.clone(),
             tags: Vec::new(),
+            from_scope: true,
         })
     }
 }
 
-/// The host a request names: its `Host` header, else the authority of its target.
-fn request_host(req: &ServiceRequest) -> &[u8] {
-    req.headers()
-        .get(header::HOST)
-        .map(HeaderValue::as_bytes)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().as_bytes()))
-        .unwrap_or_default()
+/// What [`Flow::elect`] decided for one request.
+pub(crate) enum Elected {
+    /// Run the handler and hand the result to the waiters; `took_over` when the previous
+    /// leader was still running after `lock_timeout`.
+    Leader {
+        leader: Leader<Arc<Entry>>,
+        took_over: bool,
+    },
+    /// Another request's fill answers this one.
+    Shared(Arc<Entry>),
 }
 
-/// The primary key of a request: host, path and query; `None` when they exceed the key limit.
+/// The scheme and host a request names, as actix reports them (`ConnectionInfo`, which is
+/// what `url_for`, `full_url` and `connection_info()` give the handler): `scheme://host`.
+/// `Forwarded` and `X-Forwarded-Host` / `-Proto` change what the handler sees, so they must
+/// change the key too; otherwise one client's forwarded host would be served to everyone.
+pub(crate) fn request_authority(req: &ServiceRequest) -> Vec<u8> {
+    let info = req.connection_info();
+    let (scheme, host) = (info.scheme(), info.host());
+    let mut authority = Vec::with_capacity(scheme.len() + 3 + host.len());
+    authority.extend_from_slice(scheme.as_bytes());
+    authority.extend_from_slice(b"://");
+    authority.extend_from_slice(host.as_bytes());
+    authority
+}
+
+/// The primary key of a request: scheme, host, path and query; `None` when they exceed the
+/// key limit.
 fn primary_key(config: &Config, req: &ServiceRequest) -> Option<PrimaryKey> {
-    let host = request_host(req);
+    let authority = request_authority(req);
     let path = req.uri().path().as_bytes();
     let query = req.uri().query().unwrap_or_default().as_bytes();
-    if host.len() + path.len() + query.len() > config.max_key_bytes {
+    if authority.len() + path.len() + query.len() > config.max_key_bytes {
         return None;
     }
-    Some(config.cache.primary_key(host, path, query))
+    Some(
+        config
+            .cache
+            .primary_key_with(&authority, path, query, config.query_order()),
+    )
+}
+
+impl Config {
+    /// The policy mode's handlers read the query through actix, which cannot tell parameter
+    /// orders apart; an origin behind the HTTP mode may, so that mode keys the query as sent
+    /// unless told otherwise.
+    pub(crate) fn query_order(&self) -> QueryOrder {
+        match self.http {
+            Some(options) if !options.sort_query => QueryOrder::AsSent,
+            _ => QueryOrder::ByDecodedName,
+        }
+    }
+}
+
+/// Whether a request carries a body (`Content-Length` other than 0, or `Transfer-Encoding`).
+/// A GET or HEAD with one is neither answered from the cache nor stored: a handler that reads
+/// it would make one client's body everyone's answer. An unreadable length counts as a body.
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get_all(header::CONTENT_LENGTH)
+            .any(|v| v.as_bytes().trim_ascii() != b"0")
 }
 
 /// The key of the variant of `primary` that a request with `headers` selects under `vary`.
@@ -634,45 +771,155 @@ pub(crate) fn variant_key(primary: &PrimaryKey, vary: &[String], headers: &Heade
         return primary.cache_key();
     }
     vary.iter()
-        .fold(primary.variant(), |key, name| {
-            let mut lines = headers.get_all(name.as_str()).peekable();
-            if lines.peek().is_none() {
-                return key.header(name, std::iter::empty());
+        .fold(primary.variant(), |key, item| {
+            if let Some(cookie) = item.strip_prefix(VARY_COOKIE_PREFIX) {
+                let values = cookie_values(headers, cookie);
+                return key.header(item, values.iter().map(|v| v.as_slice()));
             }
-            let value = normalized(name, lines);
-            key.header(name, [value.as_slice()])
+            let (name, rfc) = match item.strip_suffix(RFC_NORMALISED) {
+                Some(name) => (name, true),
+                None => (item.as_str(), false),
+            };
+            let mut lines = headers.get_all(name).peekable();
+            if lines.peek().is_none() {
+                return key.header(item, std::iter::empty());
+            }
+            let value = normalized(name, rfc, lines);
+            key.header(item, [value.as_slice()])
         })
         .finish()
 }
 
+/// The suffix of a vary item of the HTTP mode whose header is normalised the RFC's way
+/// (`accept-language` sorted, for an origin that is not actix). No header name contains `:`.
+pub(crate) const RFC_NORMALISED: &str = ":rfc";
+
+/// A vary list as the HTTP mode keys it: `Accept-Language` normalised the RFC's way.
+pub(crate) fn rfc_vary(names: Vec<String>) -> Vec<String> {
+    names
+        .into_iter()
+        .map(|n| {
+            if n == "accept-language" {
+                format!("{n}{RFC_NORMALISED}")
+            } else {
+                n
+            }
+        })
+        .collect()
+}
+
+/// The values of cookie `name` in every `Cookie` line, in order, read exactly as actix reads
+/// them (`HttpRequest::cookies`, with the `cookie` crate's `parse_encoded`): each line as
+/// UTF-8, pairs split on `;` and trimmed of any Unicode space, name and value trimmed, the
+/// value's quotes dropped, both percent-decoded as UTF-8 (a pair that fails is skipped, as
+/// actix skips it). A line that is not UTF-8 makes actix read no cookie at all; it keys as a
+/// value of its own, which separates it from everyone else (never the unsafe direction).
+fn cookie_values(headers: &HeaderMap, name: &str) -> Vec<Vec<u8>> {
+    use cache_core::key::percent_decode;
+    let decode = |text: &str| String::from_utf8(percent_decode(text.as_bytes(), false)).ok();
+    let mut values = Vec::new();
+    for line in headers.get_all(header::COOKIE) {
+        let Ok(line) = std::str::from_utf8(line.as_bytes()) else {
+            values.push(b"\xff(not utf-8)".to_vec());
+            continue;
+        };
+        for pair in line.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((key, value)) = pair.split_once('=') else {
+                continue;
+            };
+            let value = value.trim();
+            let value = match (value.len() >= 2, value.strip_prefix('"')) {
+                (true, Some(rest)) => rest.strip_suffix('"').unwrap_or(value),
+                _ => value,
+            };
+            if let (Some(key), Some(value)) = (decode(key.trim()), decode(value.trim())) {
+                if key == name {
+                    values.push(value.into_bytes());
+                }
+            }
+        }
+    }
+    values
+}
+
 /// A varied request header as one value, so that spellings with the same meaning share a
 /// variant (RFC 9111 section 4.1 lets a cache normalise): every line joined as one list,
-/// whitespace around members dropped; for `Accept-Language`, members also lowercased and
-/// sorted (language tags ignore case, and the q-values, not the order, rank them).
-fn normalized<'a>(name: &str, lines: impl Iterator<Item = &'a HeaderValue>) -> Vec<u8> {
+/// whitespace around members dropped. `Accept-Language` is ranked as actix ranks it when the
+/// handler is ours (`rfc` false): by q-value, then position, since `preference()` and
+/// `ranked()` break ties by position; with `rfc` (the HTTP mode) members are lowercased and
+/// sorted, which the RFC's negotiation allows and the conformance suite expects.
+fn normalized<'a>(name: &str, rfc: bool, lines: impl Iterator<Item = &'a HeaderValue>) -> Vec<u8> {
     let mut members: Vec<Vec<u8>> = lines
         .flat_map(|line| line.as_bytes().split(|b| *b == b','))
         .map(|m| m.trim_ascii().to_vec())
+        .filter(|m| !m.is_empty())
         .collect();
     if name == "accept-language" {
-        for m in &mut members {
-            m.make_ascii_lowercase();
-            m.retain(|b| !b.is_ascii_whitespace());
+        if rfc {
+            for m in &mut members {
+                m.make_ascii_lowercase();
+                m.retain(|b| !b.is_ascii_whitespace());
+            }
+            members.sort();
+        } else if let Some(ranked) = ranked_languages(&members) {
+            return ranked;
         }
-        members.sort();
     }
     members.join(&b',')
 }
 
-/// Whether `entry` may answer a request with `headers`: one with `Authorization` only when the
-/// policy shared such responses (public, or varied on it, so the key already separates users).
-pub(crate) fn servable(entry: &Entry, headers: &HeaderMap) -> bool {
-    entry.shares_authorized || !headers.contains_key(header::AUTHORIZATION)
+/// `Accept-Language` members in actix's rank order (q descending, then position), each as
+/// `tag;q=NNN` in thousandths; `None` when a member cannot be read, which then keys on the
+/// members as sent (never merging what might differ).
+fn ranked_languages(members: &[Vec<u8>]) -> Option<Vec<u8>> {
+    let mut ranked: Vec<(u16, &[u8])> = Vec::with_capacity(members.len());
+    for member in members {
+        let mut parts = member.split(|b| *b == b';');
+        let tag = parts.next()?.trim_ascii();
+        let mut q = 1000;
+        for param in parts {
+            let param = param.trim_ascii();
+            let value = param
+                .strip_prefix(b"q=")
+                .or_else(|| param.strip_prefix(b"Q="))?;
+            q = q_thousandths(value)?;
+        }
+        if tag.is_empty() {
+            return None;
+        }
+        ranked.push((q, tag));
+    }
+    ranked.sort_by_key(|r| std::cmp::Reverse(r.0));
+    let mut out = Vec::new();
+    for (q, tag) in ranked {
+        if !out.is_empty() {
+            out.push(b',');
+        }
+        out.extend_from_slice(tag);
+        out.extend_from_slice(format!(";q={q}").as_bytes());
+    }
+    Some(out)
 }
 
-/// Whether a fill by another request may answer this one: same variant, and servable.
-fn matches_request(entry: &Entry, primary: &PrimaryKey, headers: &HeaderMap) -> bool {
-    *entry.key == *variant_key(primary, &entry.vary, headers).as_bytes() && servable(entry, headers)
+/// A q-value (`0`, `0.5`, `1.000`) in thousandths; `None` when malformed or above 1.
+fn q_thousandths(value: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    if whole.len() != 1 || frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let whole: u16 = whole.parse().ok()?;
+    let frac: u16 = format!("{frac:0<3}").parse().ok()?;
+    let q = whole * 1000 + frac;
+    (q <= 1000).then_some(q)
+}
+
+/// Whether `entry` may answer a request with `headers`: one with `Authorization` only when the
+/// policy shared such responses (public, or varied on it, so the key already separates users);
+/// one with `Cookie` only when the entry does not come from a scope rule that ignores cookies.
+pub(crate) fn servable(entry: &Entry, headers: &HeaderMap) -> bool {
+    (entry.shares_authorized || !headers.contains_key(header::AUTHORIZATION))
+        && (entry.shares_cookied || !headers.contains_key(header::COOKIE))
 }
 
 fn client_says_no_cache(headers: &HeaderMap) -> bool {
@@ -687,10 +934,12 @@ fn client_says_no_cache(headers: &HeaderMap) -> bool {
 /// Every "never stored" rule of DESIGN.md, in order. `Ok` carries the most bytes to read.
 fn storable<B: MessageBody>(
     res: &ServiceResponse<B>,
-    policy: &CachePolicy,
+    resolved: &ResolvedPolicy,
     has_auth: bool,
+    has_cookie: bool,
     max_body: usize,
 ) -> Result<usize, BypassReason> {
+    let policy = &resolved.policy;
     let headers = res.headers();
     if !policy.stores_status(res.status().as_u16()) {
         return Err(BypassReason::Status);
@@ -707,6 +956,9 @@ fn storable<B: MessageBody>(
     if has_auth && !policy.shares_authorized() {
         return Err(BypassReason::Authorization);
     }
+    if has_cookie && !shares_cookied(resolved, headers) {
+        return Err(BypassReason::Cookie);
+    }
     if !vary_covered(headers, policy.vary_headers()) {
         return Err(BypassReason::Vary);
     }
@@ -718,8 +970,27 @@ fn storable<B: MessageBody>(
     }
 }
 
-/// Whether every header the handler's own `Vary` names is one the policy keys on (`*` never is).
+/// Whether an entry of `resolved` may answer requests that carry `Cookie`: always for a
+/// handler's own policy (its author chose what to vary on); for a scope rule only when it
+/// varies on a cookie or the response says `public`.
+fn shares_cookied(resolved: &ResolvedPolicy, response: &HeaderMap) -> bool {
+    let policy = &resolved.policy;
+    !resolved.from_scope
+        || policy.varies_on_cookie()
+        || policy.visibility_kind() == Visibility::Public
+        || crate::http_semantics::directives::Directives::of(response, &header::CACHE_CONTROL)
+            .public
+}
+
+/// Whether every header the handler's own `Vary` names is one the policy keys on (`*` never is;
+/// a `vary_cookie` covers `Cookie`).
 fn vary_covered(headers: &HeaderMap, policy_vary: &[String]) -> bool {
+    let covers = |name: &str| {
+        policy_vary.iter().any(|v| {
+            v.eq_ignore_ascii_case(name)
+                || (name.eq_ignore_ascii_case("cookie") && v.starts_with(VARY_COOKIE_PREFIX))
+        })
+    };
     headers
         .get_all(header::VARY)
         .all(|value| match value.to_str() {
@@ -727,7 +998,7 @@ fn vary_covered(headers: &HeaderMap, policy_vary: &[String]) -> bool {
                 .split(',')
                 .map(str::trim)
                 .filter(|name| !name.is_empty())
-                .all(|name| policy_vary.iter().any(|v| v.eq_ignore_ascii_case(name))),
+                .all(covers),
             Err(_) => false,
         })
 }
@@ -800,6 +1071,7 @@ fn build_entry(
     entry.visibility = p.visibility_kind();
     entry.max_age_secs = p.client_max_age().map(|d| d.as_secs());
     entry.shares_authorized = p.shares_authorized();
+    entry.shares_cookied = shares_cookied(policy, head.headers());
     entry
 }
 

@@ -53,9 +53,7 @@ impl Head {
         Head {
             stored,
             etag: HeaderValue::from_str(&entry.etag).ok(),
-            vary: (!entry.vary.is_empty())
-                .then(|| HeaderValue::from_str(&entry.vary.join(", ")).ok())
-                .flatten(),
+            vary: vary_field(&entry.vary),
             fresh_cache_control,
             fresh_expires: h::expires_after(entry.stored_at_ms, max_age),
         }
@@ -94,4 +92,23 @@ impl Head {
             }
         }
     }
+}
+
+/// The `Vary` field of a policy's vary list: its header names, and `Cookie` once for any number
+/// of `vary_cookie` items (downstream caches only know whole headers).
+fn vary_field(vary: &[String]) -> Option<HeaderValue> {
+    let mut names: Vec<&str> = Vec::with_capacity(vary.len());
+    for item in vary {
+        let name = if item.starts_with(cache_core::policy::VARY_COOKIE_PREFIX) {
+            "cookie"
+        } else {
+            item.as_str()
+        };
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    (!names.is_empty())
+        .then(|| HeaderValue::from_str(&names.join(", ")).ok())
+        .flatten()
 }

@@ -12,6 +12,9 @@ use cache_core::CachePolicy;
 pub(crate) struct ResolvedPolicy {
     pub(crate) policy: CachePolicy,
     pub(crate) tags: Vec<String>,
+    /// Whether it is the scope's default rule rather than the handler's own policy: the rule
+    /// does not know what the page reads, so cookies are treated as identity.
+    pub(crate) from_scope: bool,
 }
 
 /// A response with a cache policy. `#[cached(...)]` wraps handler results in it; write it by
@@ -76,6 +79,7 @@ impl<R: Responder> Responder for Cached<R> {
             .collect();
         tags.extend(self.tags);
         res.extensions_mut().insert(ResolvedPolicy {
+            from_scope: false,
             policy: self.policy,
             tags,
         });

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::entry::{Entry, Freshness};
 use crate::flight::Flights;
-use crate::key::{CacheKey, PrimaryKey};
+use crate::key::{CacheKey, KeySeed, PrimaryKey, QueryOrder};
 use crate::stats::{Event, Recorder, Stats, Tier};
 use crate::store::{memory::MemoryStore, ClockLink, Record, Store, Variants};
 use crate::tags::TagClocks;
@@ -41,6 +41,7 @@ struct Inner {
     l1: Option<MemoryStore>,
     l2: Option<Arc<dyn Store>>,
     namespace: String,
+    seed: KeySeed,
     clocks: Arc<TagClocks>,
     /// Whether the L1 may be read and filled. Always true unless the L2 keeps the clocks and
     /// cannot currently vouch that its invalidations reach this process.
@@ -92,6 +93,7 @@ pub struct CacheBuilder {
     l1: Option<MemoryStore>,
     l2: Option<Arc<dyn Store>>,
     namespace: String,
+    secret: Option<Vec<u8>>,
 }
 
 impl CacheBuilder {
@@ -118,8 +120,36 @@ impl CacheBuilder {
         self
     }
 
+    /// The secret that seeds every key hash, so that a client who chooses URLs cannot aim
+    /// them at another URL's slot (to evict it, or to purge it with an unsafe request). Every
+    /// node sharing an L2 must use the same one. Without it, a memory-only cache draws a random
+    /// secret per process, and a cache with an L2 derives it from its namespace: nodes still
+    /// share entries, but anyone who knows the namespace can compute the hashes, so set one.
+    ///
+    /// ```
+    /// use cache_core::Cache;
+    /// let a = Cache::builder().key_secret("from-the-environment").build();
+    /// let b = Cache::builder().key_secret("from-the-environment").build();
+    /// assert_eq!(a.primary_key(b"h", b"/", b"").hash(), b.primary_key(b"h", b"/", b"").hash());
+    /// assert_ne!(
+    ///     Cache::memory().primary_key(b"h", b"/", b"").hash(),
+    ///     Cache::memory().primary_key(b"h", b"/", b"").hash(),
+    /// );
+    /// ```
+    pub fn key_secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.secret = Some(secret.as_ref().to_vec());
+        self
+    }
+
     /// The cache. With neither tier given, it gets a default [`MemoryStore`].
     pub fn build(self) -> Cache {
+        let seed = match (&self.secret, &self.l2) {
+            (Some(secret), _) => KeySeed::from_secret(secret),
+            (None, Some(_)) => {
+                KeySeed::from_secret(format!("namespace:{}", self.namespace).as_bytes())
+            }
+            (None, None) => KeySeed::random(),
+        };
         let l1 = match (&self.l1, &self.l2) {
             (None, None) => Some(MemoryStore::new()),
             _ => self.l1,
@@ -145,6 +175,7 @@ impl CacheBuilder {
                 l1,
                 l2: self.l2,
                 namespace: self.namespace,
+                seed,
                 clocks,
                 l1_live,
                 shared_clocks,
@@ -192,7 +223,33 @@ impl Cache {
 
     /// The primary key of a request in this cache's namespace.
     pub fn primary_key(&self, host: &[u8], path: &[u8], query: &[u8]) -> PrimaryKey {
-        PrimaryKey::new(&self.inner.namespace, host, path, query)
+        self.primary_key_with(host, path, query, QueryOrder::ByDecodedName)
+    }
+
+    /// The primary key of a URL with the query taken as `order` says (the HTTP semantics mode
+    /// keys the query as sent).
+    ///
+    /// ```
+    /// use cache_core::{key::QueryOrder, Cache};
+    /// let cache = Cache::memory();
+    /// let key = |q: &[u8]| cache.primary_key_with(b"h", b"/", q, QueryOrder::AsSent);
+    /// assert_ne!(key(b"a=1&b=2"), key(b"b=2&a=1"));
+    /// ```
+    pub fn primary_key_with(
+        &self,
+        host: &[u8],
+        path: &[u8],
+        query: &[u8],
+        order: QueryOrder,
+    ) -> PrimaryKey {
+        PrimaryKey::seeded(
+            self.inner.seed,
+            &self.inner.namespace,
+            host,
+            path,
+            query,
+            order,
+        )
     }
 
     /// Single-flight registry for fills, keyed by primary or variant key hash.

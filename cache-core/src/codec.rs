@@ -20,7 +20,7 @@ use crate::{CacheError, Entry, Visibility};
 
 const MAGIC: &[u8; 3] = b"CAR";
 /// The format written today. Readers reject every other version.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 const KIND_RESPONSE: u8 = 1;
 const KIND_VARIANTS: u8 = 2;
 const CHECKSUM_LEN: usize = 8;
@@ -73,7 +73,7 @@ pub fn encode(record: &Record) -> Vec<u8> {
                 }
                 None => out.push(0),
             }
-            out.push(u8::from(e.shares_authorized));
+            out.push(u8::from(e.shares_authorized) | u8::from(!e.shares_cookied) << 1);
             match e.http {
                 Some(http) => {
                     out.push(1);
@@ -258,11 +258,10 @@ impl<'a> Reader<'a> {
             1 => Some(self.u64()?),
             _ => return Err(corrupt("bad max-age flag")),
         };
-        let shares_authorized = match self.u8()? {
-            0 => false,
-            1 => true,
-            _ => return Err(corrupt("bad flag")),
-        };
+        let sharing = self.u8()?;
+        if sharing > 3 {
+            return Err(corrupt("bad sharing flags"));
+        }
         let http = match self.u8()? {
             0 => None,
             1 => {
@@ -295,7 +294,8 @@ impl<'a> Reader<'a> {
         entry.vary = Arc::from(vary);
         entry.visibility = visibility;
         entry.max_age_secs = max_age_secs;
-        entry.shares_authorized = shares_authorized;
+        entry.shares_authorized = sharing & 1 != 0;
+        entry.shares_cookied = sharing & 2 == 0;
         Ok(entry)
     }
 }
@@ -334,6 +334,7 @@ mod tests {
         e.visibility = Visibility::Private;
         e.max_age_secs = Some(10);
         e.shares_authorized = true;
+        e.shares_cookied = false;
         let mut http = e.clone();
         http.http = Some(HttpMeta {
             must_revalidate: true,

@@ -67,6 +67,10 @@ pub struct Entry {
     pub max_age_secs: Option<u64>,
     /// Whether this entry may answer a request that carries `Authorization` without varying on it.
     pub shares_authorized: bool,
+    /// Whether this entry may answer a request that carries `Cookie`. False for an entry stored
+    /// by a scope rule that neither varies on a cookie nor is public: the page may depend on
+    /// the session the cookie names.
+    pub shares_cookied: bool,
     /// Set for entries stored under HTTP semantics (RFC 9111) rather than a policy: how they may
     /// be reused and how long they are kept for revalidation.
     pub http: Option<HttpMeta>,
@@ -206,6 +210,7 @@ impl Entry {
             visibility: Visibility::Unspecified,
             max_age_secs: None,
             shares_authorized: false,
+            shares_cookied: true,
             http: None,
             prepared: Prepared::default(),
         }

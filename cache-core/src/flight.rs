@@ -17,7 +17,7 @@ use tokio::sync::watch;
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let flights: Flights<&'static str> = Flights::default();
 /// let Join::Leader(leader) = flights.join(7) else { unreachable!() };
-/// let Join::Waiter(waiter) = flights.join(7) else { unreachable!() };
+/// let Join::Waiter(mut waiter) = flights.join(7) else { unreachable!() };
 /// leader.complete("filled");
 /// assert_eq!(waiter.wait().await, Some("filled"));
 /// # });
@@ -71,6 +71,35 @@ impl<T: Clone> Flights<T> {
         }
     }
 
+    /// Takes the lead of `key` from a leader that `waiter` gave up waiting for (a lock
+    /// timeout): the first waiter to ask becomes the new leader, and later ones wait for it
+    /// instead of all running the handler at once. `None` when another waiter already took
+    /// over, or the flight ended; the caller then joins again.
+    ///
+    /// ```
+    /// use cache_core::flight::{Flights, Join};
+    /// let flights: Flights<u8> = Flights::default();
+    /// let Join::Leader(_slow) = flights.join(1) else { unreachable!() };
+    /// let Join::Waiter(first) = flights.join(1) else { unreachable!() };
+    /// let Join::Waiter(second) = flights.join(1) else { unreachable!() };
+    /// assert!(flights.take_over(1, &first).is_some());
+    /// assert!(flights.take_over(1, &second).is_none(), "one new leader, not two");
+    /// ```
+    pub fn take_over(&self, key: u128, waiter: &Waiter<T>) -> Option<Leader<T>> {
+        match self.map.entry(key) {
+            dashmap::Entry::Occupied(mut slot) if slot.get().same_channel(&waiter.rx) => {
+                let (tx, rx) = watch::channel(None);
+                slot.insert(rx);
+                Some(Leader {
+                    map: self.map.clone(),
+                    key,
+                    tx: Some(tx),
+                })
+            }
+            _ => None,
+        }
+    }
+
     /// Whether a leader is running for `key`.
     pub fn in_flight(&self, key: u128) -> bool {
         self.map.contains_key(&key)
@@ -98,8 +127,10 @@ pub struct Leader<T> {
 impl<T> Leader<T> {
     /// Hands `value` to every waiter.
     pub fn complete(mut self, value: T) {
-        self.map.remove(&self.key);
         if let Some(tx) = self.tx.take() {
+            // Only our own flight: after a take-over the key names the new leader's.
+            self.map
+                .remove_if(&self.key, |_, rx| rx.same_channel(&tx.subscribe()));
             tx.send_replace(Some(value));
         }
     }
@@ -122,8 +153,9 @@ pub struct Waiter<T> {
 
 impl<T: Clone> Waiter<T> {
     /// The leader's value, or `None` if the leader gave up (error, panic, cancellation, or a
-    /// response that could not be shared).
-    pub async fn wait(mut self) -> Option<T> {
+    /// response that could not be shared). Cancel-safe: a caller may stop waiting (a timeout)
+    /// and then [`Flights::take_over`].
+    pub async fn wait(&mut self) -> Option<T> {
         loop {
             if let Some(value) = self.rx.borrow_and_update().clone() {
                 return Some(value);
@@ -140,15 +172,36 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_dropped_leader_releases_waiters_empty_handed() {
+    async fn a_slow_leader_that_is_taken_over_does_not_end_the_new_flight() {
         let flights: Flights<u32> = Flights::default();
-        let Join::Leader(leader) = flights.join(1) else {
+        let Join::Leader(slow) = flights.join(1) else {
             panic!("expected leader")
         };
         let Join::Waiter(waiter) = flights.join(1) else {
             panic!("expected waiter")
         };
-        let waiting = tokio::spawn(waiter.wait());
+        let Some(new) = flights.take_over(1, &waiter) else {
+            panic!("expected to take over")
+        };
+        slow.complete(1);
+        let Join::Waiter(mut late) = flights.join(1) else {
+            panic!("the new leader's flight must still stand")
+        };
+        new.complete(2);
+        assert_eq!(late.wait().await, Some(2));
+        assert!(flights.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_leader_releases_waiters_empty_handed() {
+        let flights: Flights<u32> = Flights::default();
+        let Join::Leader(leader) = flights.join(1) else {
+            panic!("expected leader")
+        };
+        let Join::Waiter(mut waiter) = flights.join(1) else {
+            panic!("expected waiter")
+        };
+        let waiting = tokio::spawn(async move { waiter.wait().await });
         drop(leader);
         assert_eq!(waiting.await.ok().flatten(), None);
         assert!(flights.is_empty());

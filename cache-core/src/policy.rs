@@ -72,6 +72,23 @@ pub fn header_name(name: &str) -> Result<String, PolicyError> {
     }
 }
 
+/// Checks a cookie name (an RFC 6265 token, the same characters as a header name). Cookie names
+/// are case-sensitive, so it is returned as given.
+///
+/// ```
+/// assert_eq!(cache_core::policy::cookie_name("SessionId").unwrap(), "SessionId");
+/// assert!(cache_core::policy::cookie_name("a=b").is_err());
+/// ```
+pub fn cookie_name(name: &str) -> Result<String, PolicyError> {
+    header_name(name)
+        .map(|_| name.to_string())
+        .map_err(|_| PolicyError(format!("`{name}` is not a valid cookie name")))
+}
+
+/// How a cookie appears in a vary list: `cookie:` and its name. No header name contains `:`,
+/// so such an item can never be mistaken for a header.
+pub const VARY_COOKIE_PREFIX: &str = "cookie:";
+
 /// A tag with `{name}` placeholders filled from the route's match info, e.g. `product:{id}`.
 ///
 /// ```
@@ -214,6 +231,31 @@ impl CachePolicy {
         self
     }
 
+    /// Keys on the value of one cookie (not on the whole `Cookie` header, which analytics
+    /// cookies make different for every visitor). Call it once per cookie: the entry is then
+    /// separated by those cookies' values, and a request without them shares the entry of other
+    /// requests without them. An invalid name is ignored and logged; `#[cached]` rejects it at
+    /// compile time.
+    ///
+    /// ```
+    /// use cache_core::CachePolicy;
+    /// let policy = CachePolicy::new(std::time::Duration::from_secs(30)).vary_cookie("sid");
+    /// assert!(policy.varies_on_cookie());
+    /// assert_eq!(policy.vary_headers(), ["cookie:sid"]);
+    /// ```
+    pub fn vary_cookie(mut self, cookie: &str) -> Self {
+        match cookie_name(cookie) {
+            Ok(name) => {
+                let item = format!("{VARY_COOKIE_PREFIX}{name}");
+                if !self.vary.contains(&item) {
+                    self.vary.push(item);
+                }
+            }
+            Err(err) => tracing::warn!(%err, "ignoring vary_cookie"),
+        }
+        self
+    }
+
     /// Adds a tag; `{name}` is filled from the route's match info. An unbalanced template is
     /// ignored and logged; `#[cached]` rejects it at compile time.
     pub fn tag(mut self, template: &str) -> Self {
@@ -261,7 +303,8 @@ impl CachePolicy {
         self.ttl
     }
 
-    /// Lowercase names of the headers the response varies on.
+    /// What the response varies on: lowercase header names, and `cookie:<name>` for each
+    /// [`CachePolicy::vary_cookie`].
     pub fn vary_headers(&self) -> &[String] {
         &self.vary
     }
@@ -294,6 +337,14 @@ impl CachePolicy {
     /// Whether a response with this status may be stored.
     pub fn stores_status(&self, status: u16) -> bool {
         ((200..=299).contains(&status) && status != 206) || self.extra_statuses.contains(&status)
+    }
+
+    /// Whether the key separates requests by their cookies: a [`CachePolicy::vary_cookie`], or
+    /// `vary("Cookie")` on the whole header.
+    pub fn varies_on_cookie(&self) -> bool {
+        self.vary
+            .iter()
+            .any(|v| v == "cookie" || v.starts_with(VARY_COOKIE_PREFIX))
     }
 
     /// Whether a response to a request carrying `Authorization` may be stored: only when the

@@ -12,7 +12,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use cache_core::{parse_duration, policy::header_name, TagTemplate};
+use cache_core::{
+    parse_duration,
+    policy::{cookie_name, header_name},
+    TagTemplate,
+};
 use proc_macro2::{Span, TokenStream};
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
@@ -24,6 +28,7 @@ use syn::{Attribute, Expr, Ident, Lit, LitInt, LitStr, Token};
 pub(crate) const KEYS: &[&str] = &[
     "ttl",
     "vary",
+    "vary_cookie",
     "tags",
     "stale_while_revalidate",
     "stale_if_error",
@@ -44,6 +49,8 @@ pub(crate) struct CacheArgs {
     pub ttl: Duration,
     /// Header names, already lowercased by `header_name`; each keeps its literal's span.
     pub vary: Vec<LitStr>,
+    /// Cookie names (case kept), each with its literal's span.
+    pub vary_cookie: Vec<LitStr>,
     pub tags: Vec<Tag>,
     pub stale_while_revalidate: Option<Duration>,
     pub stale_if_error: Option<Duration>,
@@ -121,6 +128,7 @@ impl CacheArgs {
         let mut args = CacheArgs {
             ttl: Duration::ZERO,
             vary: Vec::new(),
+            vary_cookie: Vec::new(),
             tags: Vec::new(),
             stale_while_revalidate: None,
             stale_if_error: None,
@@ -215,6 +223,13 @@ impl CacheArgs {
                     self.vary.push(LitStr::new(&name, lit.span()));
                 }
             }
+            "vary_cookie" => {
+                for lit in str_list(value, "cookie names")? {
+                    let name = cookie_name(&lit.value())
+                        .map_err(|err| syn::Error::new(lit.span(), err))?;
+                    self.vary_cookie.push(LitStr::new(&name, lit.span()));
+                }
+            }
             "tags" => {
                 for lit in str_list(value, "tags")? {
                     let template = TagTemplate::parse(&lit.value())
@@ -249,6 +264,7 @@ impl CacheArgs {
 fn example(name: &str) -> &'static str {
     match name {
         "vary" => "\"Authorization\"",
+        "vary_cookie" => "\"session\"",
         "tags" => "[\"products\"]",
         "statuses" => "[404]",
         _ => "30",
@@ -523,8 +539,8 @@ mod tests {
     fn unknown_and_duplicate_keys() {
         assert_eq!(
             err("ttl = 1, foo = 2"),
-            "unknown key `foo`; expected one of ttl, vary, tags, stale_while_revalidate, \
-             stale_if_error, max_age, private, public, statuses"
+            "unknown key `foo`; expected one of ttl, vary, vary_cookie, tags, \
+             stale_while_revalidate, stale_if_error, max_age, private, public, statuses"
         );
         assert!(err("ttl = 1, type = 2").contains("unknown key `type`"));
         assert_eq!(err("ttl = 1, ttl = 2"), "duplicate key `ttl`");
@@ -536,6 +552,14 @@ mod tests {
         assert!(err("ttl = 1, vary = \"bad header\"").contains("not a valid HTTP header name"));
         assert!(err("ttl = 1, vary = [\"Accept\", \"\"]").contains("not a valid HTTP header name"));
         assert!(err("ttl = 1, vary = 3").contains("expected a string literal"));
+        assert!(err("ttl = 1, vary_cookie = \"a=b\"").contains("not a valid cookie name"));
+        let args = parse("ttl = 1, vary_cookie = [\"SessionId\", \"lang\"]").unwrap();
+        let cookies: Vec<_> = args.vary_cookie.iter().map(LitStr::value).collect();
+        assert_eq!(
+            cookies,
+            ["SessionId", "lang"],
+            "cookie names keep their case"
+        );
         assert!(err("ttl = 1, tags = [\"product:{id\"]").contains("unbalanced `{`"));
         assert!(err("ttl = 1, tags = [\"a}\"]").contains("unbalanced `}`"));
         assert!(err("ttl = 1, tags = [products]").contains("expected a string literal"));

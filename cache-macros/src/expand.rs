@@ -140,6 +140,9 @@ fn policy_tokens(args: &CacheArgs) -> TokenStream {
     for header in &args.vary {
         chain.extend(quote!(.vary(#header)));
     }
+    for cookie in &args.vary_cookie {
+        chain.extend(quote!(.vary_cookie(#cookie)));
+    }
     for tag in &args.tags {
         let lit = &tag.lit;
         chain.extend(quote!(.tag(#lit)));

@@ -9,7 +9,10 @@
 //!
 //! What must stay true: the client's own conditionals are evaluated against what the client
 //! gets, never passed through to the origin in place of the cache's; a 304 is sent only to a
-//! client that asked a conditional; every answer from storage carries a fresh `Age`.
+//! client that asked a conditional; every answer from storage carries a fresh `Age`; a 304
+//! merged into an entry passes the same storability rules as a full response (a `Set-Cookie`,
+//! `private` or `no-store` on it never reaches the shared entry); revalidations of one variant
+//! are coalesced like fills.
 
 use std::sync::Arc;
 
@@ -28,11 +31,11 @@ use cache_core::{flight::Leader, time::now_ms, Entry, Event, PrimaryKey};
 use super::directives::{pragma_no_cache, Directives};
 use super::{
     build_entry, current_age_secs, http_date_ms, storable, stored, updated_fields, vary_names,
-    Exchange,
+    Asked, Exchange,
 };
 use crate::bypass::BypassReason;
 use crate::headers::{self as h, Outcome};
-use crate::middleware::{mark, servable, variant_key, Flow};
+use crate::middleware::{mark, rfc_vary, servable, variant_key, Elected, Flow};
 
 /// Fields a 304 answer from storage carries (RFC 9110 section 15.4.5), besides `Age`.
 const ON_304: &[&str] = &[
@@ -115,6 +118,15 @@ where
             let vary = Some(entry.vary.clone());
             return self.fill(req, primary, vary, Some(entry)).await;
         }
+        // One revalidation per variant at a time; the others take its refreshed entry.
+        let flight = variant_key(&primary, &entry.vary, req.headers()).hash();
+        let leader = match self.elect(flight, &primary, req.headers()).await {
+            Elected::Shared(fresh) => {
+                self.cache().record(Event::Hit);
+                return Ok(answer(req, &fresh, Outcome::Collapsed));
+            }
+            Elected::Leader { leader, .. } => leader,
+        };
         let conditionals = client_conditionals(req.headers());
         {
             let headers = req.headers_mut();
@@ -150,8 +162,28 @@ where
                 born,
                 &options,
             );
+            // The merged fields are a new response as far as storing goes: the client that
+            // asked gets its own answer, but what it may not share stays out of the entry.
+            let asked = Asked::of(http_req.headers());
+            if let Err(reason) = storable(status, &merged, asked, &options) {
+                if matches!(reason, BypassReason::NoStore | BypassReason::Private) {
+                    // The origin withdrew the response from shared caches.
+                    if let Err(err) = self.cache().purge_url(&primary).await {
+                        self.cache().record(Event::Error);
+                        tracing::warn!(error = %err, "could not drop an entry the origin withdrew");
+                    }
+                }
+                self.cache().record(Event::Bypass);
+                tracing::debug!(path = http_req.path(), %reason, "304 not merged");
+                let response = render(Some(&conditionals), &updated, Outcome::Bypass(reason));
+                return Ok(ServiceResponse::new(http_req, response));
+            }
             let entry = match self.cache().store(&primary, &key, updated).await {
-                Ok(stored) | Err(stored) => stored,
+                Ok(stored) => {
+                    leader.complete(stored.clone());
+                    stored
+                }
+                Err(refused) => refused,
             };
             self.cache().record(Event::Hit);
             let response = render(Some(&conditionals), &entry, Outcome::Revalidated);
@@ -164,7 +196,7 @@ where
             return Ok(ServiceResponse::new(http_req, response));
         }
         self.cache().record(Event::Miss);
-        self.http_finish(res, primary, None, true, has_auth, born, request_ms)
+        self.http_finish(res, primary, Some(leader), true, has_auth, born, request_ms)
             .await
     }
 
@@ -182,37 +214,34 @@ where
         request_ms: u64,
     ) -> Result<ServiceResponse<BoxBody>, Error> {
         let options = self.config.http.unwrap_or_default();
-        let request = res.request().headers();
-        let request_no_store = Directives::of(request, &header::CACHE_CONTROL).no_store;
+        let asked = Asked {
+            auth: has_auth,
+            ..Asked::of(res.request().headers())
+        };
         let is_get = res.request().method() == Method::GET;
-        let verdict = storable(
-            res.status(),
-            res.headers(),
-            request_no_store,
-            has_auth,
-            &options,
-        )
-        .and_then(|()| match res.response().body().size() {
-            BodySize::None => Ok(0),
-            BodySize::Sized(n) if n > self.config.max_body_bytes as u64 => {
-                Err(BypassReason::BodyTooLarge)
-            }
-            BodySize::Sized(n) => Ok(n as usize),
-            BodySize::Stream => Err(BypassReason::StreamingBody),
-        })
-        .and_then(|limit| {
-            if is_get {
-                Ok(limit)
-            } else {
-                Err(BypassReason::Method)
-            }
-        });
+        let verdict = storable(res.status(), res.headers(), asked, &options)
+            .and_then(|()| match res.response().body().size() {
+                BodySize::None => Ok(0),
+                BodySize::Sized(n) if n > self.config.max_body_bytes as u64 => {
+                    Err(BypassReason::BodyTooLarge)
+                }
+                BodySize::Sized(n) => Ok(n as usize),
+                BodySize::Stream => Err(BypassReason::StreamingBody),
+            })
+            .and_then(|limit| {
+                if is_get {
+                    Ok(limit)
+                } else {
+                    Err(BypassReason::Method)
+                }
+            });
         let limit = match verdict {
             Ok(limit) => limit,
             Err(reason) => {
                 self.cache().record(Event::Bypass);
                 tracing::debug!(path = res.request().path(), %reason, "cache bypass");
                 let mut res = res.map_into_boxed_body();
+                res.headers_mut().remove(h::CACHE_TAG);
                 mark(res.headers_mut(), Outcome::Bypass(reason), None);
                 return Ok(res);
             }
@@ -230,7 +259,7 @@ where
                 return Err(actix_web::error::ErrorBadGateway("response body failed"));
             }
         };
-        let vary = vary_names(head.headers()).unwrap_or_default();
+        let vary = rfc_vary(vary_names(head.headers()).unwrap_or_default());
         let key = variant_key(&primary, &vary, http_req.headers());
         let entry = build_entry(
             &key,
@@ -267,19 +296,22 @@ where
     /// the `Location` and `Content-Location` targets on the same host (RFC 9111 section 4.4).
     pub(crate) async fn http_invalidate_targets(
         &self,
-        request_host: &[u8],
+        authority: &[u8],
         path: &str,
         res: &HeaderMap,
     ) {
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             for value in res.get_all(&name) {
                 let Ok(target) = value.to_str() else { continue };
-                let Some((path, query)) = resolve(request_host, path, target) else {
+                let Some((path, query)) = resolve(authority, path, target) else {
                     continue;
                 };
-                let primary =
-                    self.cache()
-                        .primary_key(request_host, path.as_bytes(), query.as_bytes());
+                let primary = self.cache().primary_key_with(
+                    authority,
+                    path.as_bytes(),
+                    query.as_bytes(),
+                    self.config.query_order(),
+                );
                 if let Err(err) = self.cache().purge_url(&primary).await {
                     self.cache().record(Event::Error);
                     tracing::warn!(error = %err, "could not purge a Location target");
@@ -290,23 +322,25 @@ where
 }
 
 /// Resolves a `Location` / `Content-Location` reference against the request's path; `None`
-/// when it names another host or cannot be read.
-fn resolve(host: &[u8], base_path: &str, target: &str) -> Option<(String, String)> {
+/// when it names another origin (`authority` is the request's `scheme://host`) or cannot be
+/// read.
+fn resolve(authority: &[u8], base_path: &str, target: &str) -> Option<(String, String)> {
     let target = target.trim();
-    let path_and_query = if let Some(rest) = target
-        .strip_prefix("http://")
-        .or_else(|| target.strip_prefix("https://"))
-    {
-        let (authority, rest) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        if !authority.as_bytes().eq_ignore_ascii_case(host) {
+    let path_and_query = if target.contains("://") {
+        let scheme_end = target.find("://")? + 3;
+        let host_end = target[scheme_end..]
+            .find(['/', '?', '#'])
+            .map_or(target.len(), |i| scheme_end + i);
+        if !target.as_bytes()[..host_end].eq_ignore_ascii_case(authority) {
             return None;
         }
+        let rest = &target[host_end..];
         if rest.is_empty() {
             "/".to_string()
         } else {
             rest.to_string()
         }
-    } else if target.starts_with("//") || target.contains("://") {
+    } else if target.starts_with("//") {
         return None;
     } else if target.starts_with('/') {
         target.to_string()
@@ -534,7 +568,7 @@ mod tests {
 
     #[test]
     fn location_targets_resolve_on_the_same_host_only() {
-        let r = |t| resolve(b"example.com", "/a/b", t);
+        let r = |t| resolve(b"http://example.com", "/a/b", t);
         assert_eq!(r("/x?q=1"), Some(("/x".into(), "q=1".into())));
         assert_eq!(r("c"), Some(("/a/c".into(), String::new())));
         assert_eq!(
@@ -542,6 +576,12 @@ mod tests {
             Some(("/y".into(), String::new()))
         );
         assert_eq!(r("http://other.com/y"), None);
+        assert_eq!(
+            r("https://example.com/y"),
+            None,
+            "another scheme is another origin"
+        );
+        assert_eq!(r("http://example.com.evil/y"), None);
         assert_eq!(r("//other.com/y"), None);
     }
 }

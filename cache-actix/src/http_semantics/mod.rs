@@ -59,6 +59,7 @@ pub struct HttpOptions {
     pub(crate) store_set_cookie: bool,
     pub(crate) share_authorized: bool,
     pub(crate) keep_stale: Duration,
+    pub(crate) sort_query: bool,
 }
 
 impl Default for HttpOptions {
@@ -68,6 +69,7 @@ impl Default for HttpOptions {
             store_set_cookie: false,
             share_authorized: false,
             keep_stale: Duration::from_secs(3600),
+            sort_query: false,
         }
     }
 }
@@ -118,6 +120,18 @@ impl HttpOptions {
     /// ```
     pub fn keep_stale_for(mut self, keep: Duration) -> Self {
         self.keep_stale = keep;
+        self
+    }
+
+    /// Sorts query parameters (by decoded name, repeats kept in order) before keying, so that
+    /// `?a=1&b=2` and `?b=2&a=1` share an entry. Off by default: an origin that is not actix
+    /// may read parameter order, and then one client's spelling would answer another's.
+    ///
+    /// ```
+    /// let options = cache_actix::HttpOptions::default().sort_query(true);
+    /// ```
+    pub fn sort_query(mut self, on: bool) -> Self {
+        self.sort_query = on;
         self
     }
 
@@ -197,15 +211,38 @@ pub(crate) struct Exchange {
     pub response_ms: u64,
 }
 
-/// Whether a shared cache may store a response (RFC 9111 section 3) under `options`.
-/// `request_has_auth`: the request carried `Authorization`.
+/// What of the request decides whether its response may be stored.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Asked {
+    /// The request's own `Cache-Control: no-store`.
+    pub no_store: bool,
+    /// It carried `Authorization`.
+    pub auth: bool,
+    /// It carried `Cookie`.
+    pub cookie: bool,
+}
+
+impl Asked {
+    pub(crate) fn of(request: &HeaderMap) -> Asked {
+        Asked {
+            no_store: Directives::of(request, &header::CACHE_CONTROL).no_store,
+            auth: request.contains_key(header::AUTHORIZATION),
+            cookie: request.contains_key(header::COOKIE),
+        }
+    }
+}
+
+/// Whether a shared cache may store a response (RFC 9111 section 3) under `options`, for a
+/// request described by `asked`. Stricter than the RFC in one more way than the options say:
+/// the response to a request with `Cookie` is stored only if it varies on `Cookie` or says
+/// `public`, since a page answered to a session may show that session.
 pub(crate) fn storable(
     status: StatusCode,
     response: &HeaderMap,
-    request_no_store: bool,
-    request_has_auth: bool,
+    asked: Asked,
     options: &HttpOptions,
 ) -> Result<(), BypassReason> {
+    let (request_no_store, request_has_auth) = (asked.no_store, asked.auth);
     let cc = options.directives(response);
     let code = status.as_u16();
     // 206 and 304 are not stored: this cache neither combines ranges nor keeps bodiless answers.
@@ -226,6 +263,9 @@ pub(crate) fn storable(
         return Err(BypassReason::SetCookie);
     }
     let vary = vary_names(response).ok_or(BypassReason::Vary)?;
+    if asked.cookie && !cc.public && !vary.iter().any(|v| v == "cookie") {
+        return Err(BypassReason::Cookie);
+    }
     if request_has_auth {
         let rfc_allows = cc.public || cc.s_maxage.is_some() || cc.must_revalidate;
         let keyed = vary.iter().any(|v| v == "authorization");
@@ -423,7 +463,7 @@ pub(crate) fn build_entry(
     entry.stale_if_error_ms = fresh.sie_ms;
     entry.born = born;
     if let Some(names) = vary_names(headers).filter(|n| !n.is_empty()) {
-        entry.vary = names.into();
+        entry.vary = crate::middleware::rfc_vary(names).into();
     }
     entry.shares_authorized =
         options.share_authorized || entry.vary.iter().any(|v| v == "authorization");
@@ -572,7 +612,11 @@ mod tests {
     fn storable_follows_the_rfc_and_the_safety_defaults() {
         let opts = HttpOptions::default();
         let ok = |lines: &[(&str, &str)], auth: bool| {
-            storable(StatusCode::OK, &headers(lines), false, auth, &opts)
+            let asked = Asked {
+                auth,
+                ..Asked::default()
+            };
+            storable(StatusCode::OK, &headers(lines), asked, &opts)
         };
         assert_eq!(ok(&[("cache-control", "max-age=5")], false), Ok(()));
         assert_eq!(
@@ -613,24 +657,43 @@ mod tests {
             storable(
                 StatusCode::OK,
                 &headers(&[("cache-control", "s-maxage=5")]),
-                false,
-                true,
+                Asked {
+                    auth: true,
+                    ..Asked::default()
+                },
                 &lifted
             ),
             Ok(())
         );
         assert_eq!(
-            storable(StatusCode::CREATED, &headers(&[]), false, false, &opts),
+            storable(StatusCode::CREATED, &headers(&[]), Asked::default(), &opts),
             Err(BypassReason::Status)
         );
         assert_eq!(
             storable(
                 StatusCode::OK,
                 &headers(&[("cache-control", "no-store, must-understand")]),
-                false,
-                false,
+                Asked::default(),
                 &opts
             ),
+            Ok(())
+        );
+        let cookie = Asked {
+            cookie: true,
+            ..Asked::default()
+        };
+        let with_cookie =
+            |lines: &[(&str, &str)]| storable(StatusCode::OK, &headers(lines), cookie, &opts);
+        assert_eq!(
+            with_cookie(&[("cache-control", "max-age=5")]),
+            Err(BypassReason::Cookie)
+        );
+        assert_eq!(
+            with_cookie(&[("cache-control", "max-age=5"), ("vary", "Cookie")]),
+            Ok(())
+        );
+        assert_eq!(
+            with_cookie(&[("cache-control", "public, max-age=5")]),
             Ok(())
         );
     }

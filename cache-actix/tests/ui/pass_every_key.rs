@@ -7,6 +7,7 @@ use cache_actix::{cached, Cached};
 #[cached(
     ttl = "5m",
     vary = ["Authorization", "Accept-Language"],
+    vary_cookie = ["session", "lang"],
     tags = ["products", "product:{id}"],
     stale_while_revalidate = 10,
     stale_if_error = "1m",
@@ -21,7 +22,7 @@ pub async fn get_product(id: web::Path<u32>) -> impl Responder {
 
 /// Below the route attribute: actix expands first and `#[cached]` runs inside its `register`.
 #[actix_web::get("/categories/{slug}")]
-#[cached(ttl = 30, vary = "Accept", tags = ["category:{slug}"], public = true)]
+#[cached(ttl = 30, vary = "Accept", vary_cookie = "sid", tags = ["category:{slug}"], public = true)]
 async fn get_category(slug: web::Path<String>) -> HttpResponse {
     HttpResponse::Ok().body(slug.into_inner())
 }
