@@ -148,3 +148,60 @@ pub async fn call(req: awc::ClientRequest, body: Option<serde_json::Value>) -> J
         body,
     }
 }
+
+/// The value of cookie `name` as `HttpRequest::cookie` reads it under actix-web's default
+/// `cookies` feature (this workspace builds actix-web without it, so test handlers call this):
+/// every `Cookie` line in order, split on `;`; each pair trimmed, its name and value trimmed,
+/// one pair of quotes around the value dropped, both percent-decoded (a pair that does not
+/// decode to UTF-8, or has an empty name, is skipped); the first pair with that name wins. A
+/// `Cookie` line that is not UTF-8 makes actix read no cookies at all.
+pub fn actix_cookie(headers: &actix_web::http::header::HeaderMap, name: &str) -> Option<String> {
+    let mut lines = Vec::new();
+    for line in headers.get_all(actix_web::http::header::COOKIE) {
+        lines.push(std::str::from_utf8(line.as_bytes()).ok()?);
+    }
+    for line in lines {
+        for pair in line.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some(eq) = pair.find('=') else { continue };
+            let (n, v) = (pair[..eq].trim(), pair[eq + 1..].trim());
+            let v = match v.len() >= 2 && v.starts_with('"') && v.ends_with('"') {
+                true => v[1..v.len() - 1].trim(),
+                false => v,
+            };
+            if n.is_empty() {
+                continue;
+            }
+            let (Some(n), Some(v)) = (percent_decoded(n), percent_decoded(v)) else {
+                continue;
+            };
+            if n == name {
+                return Some(v);
+            }
+        }
+    }
+    None
+}
+
+/// `%XX` escapes decoded (a malformed one kept as it is), then UTF-8 or `None`.
+fn percent_decoded(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escape = (bytes[i] == b'%')
+            .then(|| Some((hex(*bytes.get(i + 1)?)?, hex(*bytes.get(i + 2)?)?)))
+            .flatten();
+        match escape {
+            Some((hi, lo)) => {
+                out.push(hi << 4 | lo);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
