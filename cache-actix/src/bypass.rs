@@ -51,6 +51,16 @@ pub enum BypassReason {
 }
 
 impl BypassReason {
+    /// Whether the reason lies in the request rather than the response: another request for
+    /// the same variant could be answered with a shareable response, so a fill this request led
+    /// hands the lead on instead of releasing every waiter.
+    pub(crate) fn is_the_requests(self) -> bool {
+        matches!(
+            self,
+            BypassReason::Authorization | BypassReason::Cookie | BypassReason::RequestBody
+        )
+    }
+
     /// The token used in `cache-status` details and logs.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -36,6 +36,7 @@ pub mod headers;
 pub mod http_semantics;
 pub mod middleware;
 mod prepared;
+mod request_body;
 mod responder;
 
 pub use bypass::BypassReason;

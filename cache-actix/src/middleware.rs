@@ -35,7 +35,7 @@ use actix_web::{
 };
 use bytes::Bytes;
 use cache_core::{
-    flight::{Join, Leader},
+    flight::{Ended, Join, Leader, Waiter},
     key::QueryOrder,
     policy::VARY_COOKIE_PREFIX,
     Cache, CacheKey, CachePolicy, Entry, Event, Lookup, PrimaryKey, Visibility,
@@ -45,6 +45,7 @@ use futures_util::future::LocalBoxFuture;
 use crate::bypass::BypassReason;
 use crate::headers::{self as h, Outcome};
 use crate::prepared::Head;
+use crate::request_body;
 use crate::responder::ResolvedPolicy;
 
 /// Default largest body stored: 1 MiB.
@@ -282,7 +283,9 @@ fn fast_hit(
     }
     let headers = req.headers();
     let asks = headers.contains_key(header::CACHE_CONTROL) || headers.contains_key(header::PRAGMA);
-    if (asks && (config.http.is_some() || config.honor_client_no_cache)) || has_body(headers) {
+    if (asks && (config.http.is_some() || config.honor_client_no_cache))
+        || request_body::announced(headers)
+    {
         return Err((req, None));
     }
     let Some(primary) = primary_key(config, &req) else {
@@ -327,7 +330,7 @@ where
         if method != Method::GET && method != Method::HEAD {
             return self.pass_unsafe(req, method).await;
         }
-        if has_body(req.headers()) {
+        if request_body::announced(req.headers()) {
             // Whatever the handler makes of the body is not what a plain GET would get.
             return self.bypass_request(req, BypassReason::RequestBody).await;
         }
@@ -447,11 +450,7 @@ where
         reason: BypassReason,
     ) -> Result<ServiceResponse<BoxBody>, Error> {
         self.cache().record(Event::Bypass);
-        tracing::debug!(path = req.path(), %reason, "cache bypass");
-        let mut res = self.call_inner(req).await?.map_into_boxed_body();
-        res.headers_mut().remove(h::CACHE_TAG);
-        mark(res.headers_mut(), Outcome::Bypass(reason), None);
-        Ok(res)
+        Ok(bypassed(self.call_inner(req).await?, reason))
     }
 
     /// A stale entry inside its revalidate window: answer it at once, and let the next request
@@ -499,12 +498,12 @@ where
             None => primary.hash(),
         };
         let vary_known = vary.is_some();
-        let (leader, took_over) = match self.elect(flight, &primary, req.headers()).await {
-            Elected::Shared(entry) => {
+        let (leader, took_over) = match self.elect(flight, &primary, &req).await.into_runner() {
+            Ok(runner) => runner,
+            Err(entry) => {
                 self.cache().record(Event::Hit);
                 return Ok(answer(req, &entry, Outcome::Collapsed));
             }
-            Elected::Leader { leader, took_over } => (Some(leader), took_over),
         };
         if took_over {
             // Counted as a bypass (its reason is `lock-timeout`), not as a miss.
@@ -522,7 +521,14 @@ where
         let is_head = req.method() == Method::HEAD;
         let born = self.cache().begin_fill();
         let request_ms = cache_core::time::now_ms();
+        let mut req = req;
+        let body_seen = request_body::watch(&mut req);
         let res = self.call_inner(req).await?;
+        if body_seen.get() {
+            // An HTTP/2 GET whose body the head did not announce: the answer may be made of it.
+            release(leader, true);
+            return Ok(bypassed(res, BypassReason::RequestBody));
+        }
 
         if res.status().is_server_error() {
             let stale = stale.filter(|s| {
@@ -558,12 +564,9 @@ where
             (Ok(limit), Some(policy)) => (policy, limit),
             (verdict, _) => {
                 let reason = verdict.err().unwrap_or(BypassReason::NoPolicy);
+                release(leader, reason.is_the_requests());
                 self.cache().record(Event::Bypass);
-                tracing::debug!(path = res.request().path(), %reason, "cache bypass");
-                let mut res = res.map_into_boxed_body();
-                res.headers_mut().remove(h::CACHE_TAG);
-                mark(res.headers_mut(), Outcome::Bypass(reason), None);
-                return Ok(res);
+                return Ok(bypassed(res, reason));
             }
         };
 
@@ -600,8 +603,9 @@ where
                 vary_known,
             }
         };
-        if let (Some(leader), Ok(stored)) = (leader, &stored) {
-            leader.complete(stored.clone());
+        match (leader, &stored) {
+            (Some(leader), Ok(stored)) => leader.complete(stored.clone()),
+            (leader, _) => release(leader, is_head),
         }
         tracing::debug!(
             path = http_req.path(),
@@ -613,21 +617,30 @@ where
         Ok(ServiceResponse::new(http_req, response))
     }
 
-    /// Runs the wrapped service, with the cache in the request extensions so that the `Cache`
-    /// extractor finds it without `app_data` (only here: hits never pay for the insert).
     /// Joins the single-flight of `flight`: leads it, or waits for its leader and takes what
-    /// the leader stored when it may answer this request. When the leader gives up (its
-    /// response could not be shared: a HEAD, a request with `Authorization`, an error) or was
-    /// for another variant, the waiters elect one new leader among themselves instead of all
-    /// running the handler at once; after `lock_timeout`, one waiter takes the lead from the
-    /// slow leader (`took_over`) and the others wait for it.
+    /// the leader stored when it may answer this request.
+    ///
+    /// - A leader that steps down (its own request could not give a shareable answer: a HEAD,
+    ///   `Authorization` or `Cookie` the rule does not share) makes the waiters elect one new
+    ///   leader among themselves, instead of all running the handler at once; waiters that are
+    ///   themselves unfit to lead run alone.
+    /// - A leader that gives up (its response could not be stored for anyone) releases the
+    ///   waiters to run the handler in parallel, as another leader would fare no better.
+    /// - After `lock_timeout`, one waiter takes the lead from the slow leader (`took_over`); the
+    ///   others wait for whichever of the two shares first, at most two more `lock_timeout`s,
+    ///   then run alone.
     pub(crate) async fn elect(
         &self,
         mut flight: u128,
         primary: &PrimaryKey,
-        headers: &HeaderMap,
+        req: &ServiceRequest,
     ) -> Elected {
         let flights = self.cache().flights();
+        let headers = req.headers();
+        let fit = fit_to_lead(req);
+        let mut deadline = tokio::time::Instant::now() + self.config.lock_timeout;
+        // After another waiter took over: the slow leader, whose value is still welcome.
+        let mut superseded = None;
         loop {
             let mut waiter = match flights.join(flight) {
                 Join::Leader(leader) => {
@@ -638,36 +651,61 @@ where
                 }
                 Join::Waiter(waiter) => waiter,
             };
-            let shared = match tokio::time::timeout(self.config.lock_timeout, waiter.wait()).await {
-                Ok(shared) => shared,
-                Err(_) => match flights.take_over(flight, &waiter) {
-                    Some(leader) => {
+            let ended = tokio::time::timeout_at(deadline, async {
+                match superseded.as_mut() {
+                    Some(slow) => {
+                        let slow: &mut Waiter<Arc<Entry>> = slow;
+                        tokio::select! {
+                            biased;
+                            ended = waiter.wait() => ended,
+                            value = slow.value() => Ended::Done(value),
+                        }
+                    }
+                    None => waiter.wait().await,
+                }
+            })
+            .await;
+            let entry = match ended {
+                Err(_) if superseded.is_some() => return Elected::Alone { timed_out: true },
+                Err(_) => {
+                    if let Some(leader) = flights.take_over(flight, &waiter) {
                         return Elected::Leader {
                             leader,
                             took_over: true,
-                        }
+                        };
                     }
-                    // Another waiter took the lead first: wait for that one.
-                    None => continue,
-                },
+                    // Another waiter took the lead: wait for it, or for the slow leader, which
+                    // is likely to finish first.
+                    superseded = Some(waiter);
+                    deadline += 2 * self.config.lock_timeout;
+                    continue;
+                }
+                Ok(Ended::Done(entry)) => entry,
+                Ok(Ended::SteppedDown) if fit => continue,
+                Ok(Ended::SteppedDown | Ended::GaveUp) => {
+                    return Elected::Alone { timed_out: false }
+                }
             };
             // Re-check the clocks: an invalidation may have resolved after the leader stored.
-            let Some(entry) = shared.filter(|e| self.cache().is_valid(e)) else {
+            if !self.cache().is_valid(&entry) {
                 continue;
-            };
-            let own = variant_key(primary, &entry.vary, headers);
-            if *entry.key == *own.as_bytes() && servable(&entry, headers) {
-                return Elected::Shared(entry);
             }
-            if own.hash() == flight {
-                // Same variant but not ours to take (`Authorization`, `Cookie`): lead it anew.
-                continue;
+            let own = variant_key(primary, &entry.vary, headers);
+            if *entry.key == *own.as_bytes() {
+                if servable(&entry, headers) {
+                    return Elected::Shared(entry);
+                }
+                // Ours to fill, not to take (`Authorization`, `Cookie`): alone, in parallel.
+                return Elected::Alone { timed_out: false };
             }
             // Another variant of the resource: coalesce with the requests of our own.
             flight = own.hash();
+            superseded = None;
         }
     }
 
+    /// Runs the wrapped service, with the cache in the request extensions so that the `Cache`
+    /// extractor finds it without `app_data` (only here: hits never pay for the insert).
     pub(crate) fn call_inner(&self, req: ServiceRequest) -> S::Future {
         req.extensions_mut().insert(self.cache().clone());
         self.service.call(req)
@@ -701,6 +739,19 @@ where
     }
 }
 
+/// A response passed through untouched but for `cache-tag` (ours, never the client's) and the
+/// bypass marks.
+pub(crate) fn bypassed<B: MessageBody + 'static>(
+    res: ServiceResponse<B>,
+    reason: BypassReason,
+) -> ServiceResponse<BoxBody> {
+    tracing::debug!(path = res.request().path(), %reason, "cache bypass");
+    let mut res = res.map_into_boxed_body();
+    res.headers_mut().remove(h::CACHE_TAG);
+    mark(res.headers_mut(), Outcome::Bypass(reason), None);
+    res
+}
+
 /// What [`Flow::elect`] decided for one request.
 pub(crate) enum Elected {
     /// Run the handler and hand the result to the waiters; `took_over` when the previous
@@ -711,6 +762,39 @@ pub(crate) enum Elected {
     },
     /// Another request's fill answers this one.
     Shared(Arc<Entry>),
+    /// Run the handler without leading anyone; `timed_out` after waiting out the lock twice.
+    Alone { timed_out: bool },
+}
+
+impl Elected {
+    /// The leader guard and whether this request is past the lock timeout, for a request that
+    /// runs the handler; `Err` with the entry that answers it otherwise.
+    pub(crate) fn into_runner(self) -> Result<(Option<Leader<Arc<Entry>>>, bool), Arc<Entry>> {
+        match self {
+            Elected::Leader { leader, took_over } => Ok((Some(leader), took_over)),
+            Elected::Alone { timed_out } => Ok((None, timed_out)),
+            Elected::Shared(entry) => Err(entry),
+        }
+    }
+}
+
+/// Whether a request can lead a fill whose answer others may take: a GET without credentials
+/// or cookies. Others still lead when they come first; they then step down.
+fn fit_to_lead(req: &ServiceRequest) -> bool {
+    let headers = req.headers();
+    req.method() == Method::GET
+        && !headers.contains_key(header::AUTHORIZATION)
+        && !headers.contains_key(header::COOKIE)
+}
+
+/// Ends a fill that stored nothing: a leader whose own request was the reason steps down so
+/// that its waiters elect another; any other leader gives up and lets them run.
+pub(crate) fn release(leader: Option<Leader<Arc<Entry>>>, request_was_the_reason: bool) {
+    if let Some(leader) = leader {
+        if request_was_the_reason {
+            leader.step_down();
+        }
+    }
 }
 
 /// The scheme and host a request names, as actix reports them (`ConnectionInfo`, which is
@@ -753,16 +837,6 @@ impl Config {
             _ => QueryOrder::ByDecodedName,
         }
     }
-}
-
-/// Whether a request carries a body (`Content-Length` other than 0, or `Transfer-Encoding`).
-/// A GET or HEAD with one is neither answered from the cache nor stored: a handler that reads
-/// it would make one client's body everyone's answer. An unreadable length counts as a body.
-fn has_body(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get_all(header::CONTENT_LENGTH)
-            .any(|v| v.as_bytes().trim_ascii() != b"0")
 }
 
 /// The key of the variant of `primary` that a request with `headers` selects under `vary`.

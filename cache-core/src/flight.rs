@@ -2,8 +2,11 @@
 //! the others wait for its result.
 //!
 //! What must stay true: a waiter is released the moment the leader finishes, fails, panics or is
-//! cancelled, because the leader's [`Leader`] guard publishes or drops the channel in every case;
-//! a released waiter that got nothing runs the handler itself.
+//! cancelled, because the leader's [`Leader`] guard publishes or drops the channel in every case.
+//! A leader says how it ended ([`Ended`]): with a value to share, by stepping down (its own
+//! request could not produce a shareable answer, so the waiters elect another leader), or by
+//! giving up (dropped: the waiters run the handler themselves, since another leader would fare
+//! no better).
 
 use std::sync::Arc;
 
@@ -13,18 +16,38 @@ use tokio::sync::watch;
 /// The flights in progress, by key hash.
 ///
 /// ```
-/// use cache_core::flight::{Flights, Join};
+/// use cache_core::flight::{Ended, Flights, Join};
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let flights: Flights<&'static str> = Flights::default();
 /// let Join::Leader(leader) = flights.join(7) else { unreachable!() };
 /// let Join::Waiter(mut waiter) = flights.join(7) else { unreachable!() };
 /// leader.complete("filled");
-/// assert_eq!(waiter.wait().await, Some("filled"));
+/// assert_eq!(waiter.wait().await, Ended::Done("filled"));
 /// # });
 /// ```
 #[derive(Debug)]
 pub struct Flights<T> {
-    map: Arc<DashMap<u128, watch::Receiver<Option<T>>>>,
+    map: Arc<DashMap<u128, watch::Receiver<State<T>>>>,
+}
+
+/// Where a flight stands, as its channel carries it.
+#[derive(Debug, Clone)]
+enum State<T> {
+    Running,
+    Done(T),
+    SteppedDown,
+}
+
+/// How a flight ended, as a waiter sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended<T> {
+    /// The leader shared this value.
+    Done(T),
+    /// The leader's own request could not give a shareable answer (a HEAD, say): elect another.
+    SteppedDown,
+    /// The leader failed, panicked, was cancelled, or its answer could not be shared with
+    /// anyone: run the handler yourself.
+    GaveUp,
 }
 
 impl<T> Default for Flights<T> {
@@ -52,7 +75,7 @@ impl<T: Clone> Flights<T> {
                 rx: slot.get().clone(),
             }),
             dashmap::Entry::Vacant(slot) => {
-                let (tx, rx) = watch::channel(None);
+                let (tx, rx) = watch::channel(State::Running);
                 slot.insert(rx);
                 Join::Leader(Leader {
                     map: self.map.clone(),
@@ -88,7 +111,7 @@ impl<T: Clone> Flights<T> {
     pub fn take_over(&self, key: u128, waiter: &Waiter<T>) -> Option<Leader<T>> {
         match self.map.entry(key) {
             dashmap::Entry::Occupied(mut slot) if slot.get().same_channel(&waiter.rx) => {
-                let (tx, rx) = watch::channel(None);
+                let (tx, rx) = watch::channel(State::Running);
                 slot.insert(rx);
                 Some(Leader {
                     map: self.map.clone(),
@@ -119,19 +142,29 @@ impl<T: Clone> Flights<T> {
 /// The leader's guard. Dropping it without [`Leader::complete`] releases the waiters with nothing.
 #[derive(Debug)]
 pub struct Leader<T> {
-    map: Arc<DashMap<u128, watch::Receiver<Option<T>>>>,
+    map: Arc<DashMap<u128, watch::Receiver<State<T>>>>,
     key: u128,
-    tx: Option<watch::Sender<Option<T>>>,
+    tx: Option<watch::Sender<State<T>>>,
 }
 
 impl<T> Leader<T> {
     /// Hands `value` to every waiter.
-    pub fn complete(mut self, value: T) {
+    pub fn complete(self, value: T) {
+        self.end(State::Done(value));
+    }
+
+    /// Ends the flight without a value because this leader's own request could not produce a
+    /// shareable one: the waiters elect a new leader instead of all running the handler.
+    pub fn step_down(self) {
+        self.end(State::SteppedDown);
+    }
+
+    fn end(mut self, state: State<T>) {
         if let Some(tx) = self.tx.take() {
             // Only our own flight: after a take-over the key names the new leader's.
             self.map
                 .remove_if(&self.key, |_, rx| rx.same_channel(&tx.subscribe()));
-            tx.send_replace(Some(value));
+            tx.send_replace(state);
         }
     }
 }
@@ -148,21 +181,36 @@ impl<T> Drop for Leader<T> {
 /// A waiter on someone else's flight.
 #[derive(Debug)]
 pub struct Waiter<T> {
-    rx: watch::Receiver<Option<T>>,
+    rx: watch::Receiver<State<T>>,
 }
 
 impl<T: Clone> Waiter<T> {
-    /// The leader's value, or `None` if the leader gave up (error, panic, cancellation, or a
-    /// response that could not be shared). Cancel-safe: a caller may stop waiting (a timeout)
-    /// and then [`Flights::take_over`].
-    pub async fn wait(&mut self) -> Option<T> {
+    /// How the leader ended. Cancel-safe: a caller may stop waiting (a timeout) and then
+    /// [`Flights::take_over`], or wait again.
+    pub async fn wait(&mut self) -> Ended<T> {
         loop {
-            if let Some(value) = self.rx.borrow_and_update().clone() {
-                return Some(value);
+            match &*self.rx.borrow_and_update() {
+                State::Done(value) => return Ended::Done(value.clone()),
+                State::SteppedDown => return Ended::SteppedDown,
+                State::Running => {}
             }
             if self.rx.changed().await.is_err() {
-                return self.rx.borrow().clone();
+                // The sender is gone: either it published just before, or it was dropped.
+                return match &*self.rx.borrow() {
+                    State::Done(value) => Ended::Done(value.clone()),
+                    State::SteppedDown => Ended::SteppedDown,
+                    State::Running => Ended::GaveUp,
+                };
             }
+        }
+    }
+
+    /// The leader's value if it shares one; never resolves otherwise (for waiting on a
+    /// superseded leader beside the current one).
+    pub async fn value(&mut self) -> T {
+        match self.wait().await {
+            Ended::Done(value) => value,
+            Ended::SteppedDown | Ended::GaveUp => std::future::pending().await,
         }
     }
 }
@@ -188,8 +236,25 @@ mod tests {
             panic!("the new leader's flight must still stand")
         };
         new.complete(2);
-        assert_eq!(late.wait().await, Some(2));
+        assert_eq!(late.wait().await, Ended::Done(2));
         assert!(flights.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_steps_down_asks_for_an_election() {
+        let flights: Flights<u32> = Flights::default();
+        let Join::Leader(head) = flights.join(1) else {
+            panic!("expected leader")
+        };
+        let Join::Waiter(mut waiter) = flights.join(1) else {
+            panic!("expected waiter")
+        };
+        head.step_down();
+        assert_eq!(waiter.wait().await, Ended::SteppedDown);
+        assert!(
+            matches!(flights.join(1), Join::Leader(_)),
+            "the flight is free to lead"
+        );
     }
 
     #[tokio::test]
@@ -203,7 +268,7 @@ mod tests {
         };
         let waiting = tokio::spawn(async move { waiter.wait().await });
         drop(leader);
-        assert_eq!(waiting.await.ok().flatten(), None);
+        assert_eq!(waiting.await.ok(), Some(Ended::GaveUp));
         assert!(flights.is_empty());
         assert!(matches!(flights.join(1), Join::Leader(_)));
     }

@@ -35,7 +35,8 @@ use super::{
 };
 use crate::bypass::BypassReason;
 use crate::headers::{self as h, Outcome};
-use crate::middleware::{mark, rfc_vary, servable, variant_key, Elected, Flow};
+use crate::middleware::{bypassed, mark, release, rfc_vary, servable, variant_key, Flow};
+use crate::request_body;
 
 /// Fields a 304 answer from storage carries (RFC 9110 section 15.4.5), besides `Age`.
 const ON_304: &[&str] = &[
@@ -118,14 +119,17 @@ where
             let vary = Some(entry.vary.clone());
             return self.fill(req, primary, vary, Some(entry)).await;
         }
+        // Taken before waiting: an invalidation while this request waits must keep what it
+        // revalidates out of the store, however weak the validator the origin confirms.
+        let born = self.cache().begin_fill();
         // One revalidation per variant at a time; the others take its refreshed entry.
         let flight = variant_key(&primary, &entry.vary, req.headers()).hash();
-        let leader = match self.elect(flight, &primary, req.headers()).await {
-            Elected::Shared(fresh) => {
+        let (leader, _) = match self.elect(flight, &primary, &req).await.into_runner() {
+            Ok(runner) => runner,
+            Err(fresh) => {
                 self.cache().record(Event::Hit);
                 return Ok(answer(req, &fresh, Outcome::Collapsed));
             }
-            Elected::Leader { leader, .. } => leader,
         };
         let conditionals = client_conditionals(req.headers());
         {
@@ -141,8 +145,12 @@ where
         }
         let has_auth = req.headers().contains_key(header::AUTHORIZATION);
         let request_ms = now_ms();
-        let born = self.cache().begin_fill();
+        let body_seen = request_body::watch(&mut req);
         let res = self.call_inner(req).await?;
+        if body_seen.get() {
+            release(leader, true);
+            return Ok(bypassed(res, BypassReason::RequestBody));
+        }
         if res.status() == StatusCode::NOT_MODIFIED {
             let exchange = Exchange {
                 request_ms,
@@ -163,16 +171,25 @@ where
                 &options,
             );
             // The merged fields are a new response as far as storing goes: the client that
-            // asked gets its own answer, but what it may not share stays out of the entry.
-            let asked = Asked::of(http_req.headers());
-            if let Err(reason) = storable(status, &merged, asked, &options) {
-                if matches!(reason, BypassReason::NoStore | BypassReason::Private) {
+            // asked gets its own answer, but what it may not share stays out of the entry. Only
+            // the response's side is weighed: the body was stored for a request that passed
+            // the request's rules, and a client's own `no-store` keeps only its answer out.
+            let request_no_store = Asked::of(http_req.headers()).no_store;
+            let verdict = match storable(status, &merged, Asked::default(), &options) {
+                Ok(()) if request_no_store => Err(BypassReason::NoStore),
+                verdict => verdict,
+            };
+            if let Err(reason) = verdict {
+                if !request_no_store
+                    && matches!(reason, BypassReason::NoStore | BypassReason::Private)
+                {
                     // The origin withdrew the response from shared caches.
                     if let Err(err) = self.cache().purge_url(&primary).await {
                         self.cache().record(Event::Error);
                         tracing::warn!(error = %err, "could not drop an entry the origin withdrew");
                     }
                 }
+                release(leader, request_no_store);
                 self.cache().record(Event::Bypass);
                 tracing::debug!(path = http_req.path(), %reason, "304 not merged");
                 let response = render(Some(&conditionals), &updated, Outcome::Bypass(reason));
@@ -180,7 +197,9 @@ where
             }
             let entry = match self.cache().store(&primary, &key, updated).await {
                 Ok(stored) => {
-                    leader.complete(stored.clone());
+                    if let Some(leader) = leader {
+                        leader.complete(stored.clone());
+                    }
                     stored
                 }
                 Err(refused) => refused,
@@ -196,7 +215,7 @@ where
             return Ok(ServiceResponse::new(http_req, response));
         }
         self.cache().record(Event::Miss);
-        self.http_finish(res, primary, Some(leader), true, has_auth, born, request_ms)
+        self.http_finish(res, primary, leader, true, has_auth, born, request_ms)
             .await
     }
 
@@ -238,12 +257,14 @@ where
         let limit = match verdict {
             Ok(limit) => limit,
             Err(reason) => {
+                // The request's own doing (a HEAD, its credentials, cookies or `no-store`):
+                // another request may yet fill the entry for the waiters.
+                let requests = reason.is_the_requests()
+                    || !is_get
+                    || (reason == BypassReason::NoStore && asked.no_store);
+                release(leader, requests);
                 self.cache().record(Event::Bypass);
-                tracing::debug!(path = res.request().path(), %reason, "cache bypass");
-                let mut res = res.map_into_boxed_body();
-                res.headers_mut().remove(h::CACHE_TAG);
-                mark(res.headers_mut(), Outcome::Bypass(reason), None);
-                return Ok(res);
+                return Ok(bypassed(res, reason));
             }
         };
         let exchange = Exchange {
