@@ -28,6 +28,16 @@ pub struct TierStats {
     pub entries: u64,
     /// Bytes held now.
     pub bytes: u64,
+    /// Reads a shared store answered as misses because nothing could vouch for what it holds:
+    /// its keys, tag clocks included, may be evicted (see [`TierStats::clocks_at_risk`]), and the
+    /// record is older than what this process's own clocks cover (or they are not being kept
+    /// current right now).
+    pub unverified: u64,
+    /// Whether the shared store's tag clocks may be evicted (a Redis `maxmemory-policy` of
+    /// `allkeys-*`, or one that could not be read yet). Its records are then trusted only where
+    /// this process's own clocks vouch for them (fewer L2 hits, counted in
+    /// [`TierStats::unverified`]); the log says why.
+    pub clocks_at_risk: bool,
 }
 
 /// A snapshot of the cache's counters: totals, then per tier.

@@ -13,14 +13,23 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     /// Its port.
     pub port: u16,
+    /// Extra `redis-server` arguments, given again on every restart.
+    args: Vec<String>,
     child: Option<Child>,
 }
 
 impl RedisServer {
     /// Starts a fresh server (no persistence) on a free port and waits until it answers `PING`.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// As [`RedisServer::start`], with extra `redis-server` arguments (for example
+    /// `["--maxmemory", "2mb", "--maxmemory-policy", "volatile-lru"]`), kept across restarts.
+    pub fn start_with(args: &[&str]) -> RedisServer {
         let mut server = RedisServer {
             port: crate::free_port(),
+            args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         server.restart();
@@ -46,6 +55,7 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -93,6 +103,25 @@ impl RedisServer {
             }
         }
         Some(String::from_utf8_lossy(&reply).into_owned())
+    }
+
+    /// A numeric field of `INFO` (for example `used_memory` or `evicted_keys`), if present.
+    pub fn info_field(&self, name: &str) -> Option<u64> {
+        let reply = self.command(&["INFO"])?;
+        reply.lines().find_map(|line| {
+            let (field, value) = line.split_once(':')?;
+            if field == name {
+                value.trim().parse().ok()
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The remaining life of `key` in ms (`PTTL`): -1 for a key that never expires, -2 for none.
+    pub fn pttl(&self, key: &str) -> Option<i64> {
+        let reply = self.command(&["PTTL", key])?;
+        reply.strip_prefix(':')?.trim().parse().ok()
     }
 
     /// Every key matching `pattern` (by `KEYS`; test data sets are small).

@@ -10,13 +10,23 @@
 //! newer than the subscription; otherwise (or with `strict_reads`) it is the `GET` script,
 //! which checks the clocks in Redis.
 //!
-//! What must stay true: a Redis failure of any kind (down, slow, restarted, garbage values) is
-//! an `Err` or a miss, never a panic and never a wrong answer; `invalidate` is `Ok` only once
+//! Redis at its `maxmemory`: only records expire, so a `volatile-*` policy evicts records and
+//! never a clock (see `redis_scripts`); a full Redis under `noeviction` refuses stores, which are
+//! misses (never a 5xx, and not a breaker failure: Redis answered), and still runs invalidations.
+//! The subscription reads `maxmemory-policy` when it connects and every few seconds after. Under a
+//! policy that may evict a clock (`allkeys-*`, or one it cannot read), a check in Redis proves
+//! nothing: a record is then served only when this node's mirror vouches for it (born after the
+//! subscription started), other reads are misses counted as `unverified`, and ticks are kept
+//! above the wall clock (in µs) so that an evicted counter cannot start again below the ticks
+//! records already carry. Back to a safe policy, everything stored meanwhile is purged.
+//!
+//! What must stay true: a Redis failure of any kind (down, slow, restarted, full, garbage values)
+//! is an `Err` or a miss, never a panic and never a wrong answer; `invalidate` is `Ok` only once
 //! Redis has ticked the clocks, which every later read checks.
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -26,7 +36,7 @@ use deadpool_redis::{Pool, Runtime};
 use tokio::sync::Notify;
 
 use super::breaker::Breaker;
-use super::redis_conn::Connector;
+use super::redis_conn::{self, Connector};
 use super::redis_scripts as lua;
 use super::{subscriber, ClockLink, Record, Store};
 use crate::time::now_ms;
@@ -37,6 +47,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 /// Default most connections deadpool opens at once (each thread keeps one multiplexed
 /// connection, which carries many calls at once).
 pub const DEFAULT_POOL_SIZE: usize = 4;
+/// Shortest time between two warnings that Redis is full and refuses stores.
+const FULL_WARNING_EVERY_MS: u64 = 10_000;
 
 /// A Redis-backed [`Store`]: the L2 that many processes share.
 ///
@@ -96,10 +108,39 @@ pub(crate) struct Shared {
     get: Script,
     put: Script,
     invalidate: Script,
-    purge: Script,
+    pub(crate) purge: Script,
     pub(crate) tick: Script,
     errors: AtomicU64,
     corrupt: AtomicU64,
+    /// What the subscription last learnt of Redis's `maxmemory-policy` (an [`Eviction`]).
+    eviction: AtomicU8,
+    /// Reads answered as misses because nothing could vouch for the record.
+    unverified: AtomicU64,
+    /// When the last "Redis is full" warning was logged (Unix ms).
+    full_warned_ms: AtomicU64,
+}
+
+/// Whether Redis may evict the tag clocks, as far as this process knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Eviction {
+    /// The policy has not been read yet: treated as at risk.
+    Unchecked = 0,
+    /// `noeviction` or `volatile-*`: only records (which all expire) can be evicted.
+    Safe = 1,
+    /// `allkeys-*`, a policy this code does not know, or one Redis would not tell.
+    AtRisk = 2,
+}
+
+impl Eviction {
+    /// What a `maxmemory-policy` means for the clocks.
+    pub(crate) fn under(policy: &str) -> Eviction {
+        match policy {
+            "noeviction" | "volatile-lru" | "volatile-lfu" | "volatile-random" | "volatile-ttl" => {
+                Eviction::Safe
+            }
+            _ => Eviction::AtRisk,
+        }
+    }
 }
 
 /// What the builder methods set.
@@ -109,6 +150,7 @@ struct Options {
     timeout: Duration,
     namespace: String,
     strict_reads: bool,
+    assumed_policy: Option<String>,
 }
 
 impl Default for Options {
@@ -118,6 +160,7 @@ impl Default for Options {
             timeout: DEFAULT_TIMEOUT,
             namespace: String::new(),
             strict_reads: false,
+            assumed_policy: None,
         }
     }
 }
@@ -127,8 +170,9 @@ impl Default for Options {
 pub(crate) struct Keys {
     base: String,
     pub(crate) seq: String,
-    purged: String,
+    pub(crate) purged: String,
     life: String,
+    index: String,
     clock_prefix: String,
     pub(crate) channel: String,
 }
@@ -152,6 +196,7 @@ impl Keys {
             seq: format!("{base}:seq"),
             purged: format!("{base}:purged"),
             life: format!("{base}:life"),
+            index: format!("{base}:clocks"),
             clock_prefix: format!("{base}:t:"),
             channel: format!("{base}:inv"),
             base,
@@ -181,6 +226,7 @@ impl fmt::Debug for RedisStore {
             .field("namespace", &self.shared.options.namespace)
             .field("timeout", &self.shared.options.timeout)
             .field("circuit_open", &self.shared.breaker.is_open())
+            .field("clocks_at_risk", &self.shared.clocks_at_risk())
             .finish()
     }
 }
@@ -237,6 +283,9 @@ impl RedisStore {
                 tick: Script::new(&lua::tick()),
                 errors: AtomicU64::new(0),
                 corrupt: AtomicU64::new(0),
+                eviction: AtomicU8::new(Eviction::Unchecked as u8),
+                unverified: AtomicU64::new(0),
+                full_warned_ms: AtomicU64::new(0),
             }),
             alive,
         })
@@ -295,7 +344,8 @@ impl RedisStore {
     /// propagation delay (the invalidation contract), and a plain `HGET` measured about twice
     /// the hit throughput. On, an invalidation is seen by the next L2 read on every node at once;
     /// L1 copies still follow pub/sub. While the subscription is down, reads are checked in
-    /// Redis either way.
+    /// Redis either way. While Redis may evict the clocks ([`TierStats::clocks_at_risk`]), a read
+    /// that passes the check in Redis must also be one this node's own clocks vouch for.
     ///
     /// ```
     /// let store = cache_core::RedisStore::from_url("redis://127.0.0.1")?.strict_reads(true);
@@ -303,6 +353,20 @@ impl RedisStore {
     /// ```
     pub fn strict_reads(self, strict: bool) -> RedisStore {
         self.with(|o| o.strict_reads = strict)
+    }
+
+    /// The `maxmemory-policy` to assume when Redis refuses `CONFIG GET` (some managed Redis
+    /// services disable `CONFIG`). Without it such a Redis counts as one that may evict the tag
+    /// clocks ([`TierStats::clocks_at_risk`]): fewer hits, never a wrong answer. Declare only
+    /// what the service is really set to: a `volatile-lru` here over a Redis that evicts any key
+    /// would let an evicted clock revive what it invalidated.
+    ///
+    /// ```
+    /// let store = cache_core::RedisStore::from_url("redis://127.0.0.1")?.assume_maxmemory_policy("volatile-lru");
+    /// # Ok::<(), cache_core::CacheError>(())
+    /// ```
+    pub fn assume_maxmemory_policy(self, policy: &str) -> RedisStore {
+        self.with(|o| o.assumed_policy = Some(policy.to_string()))
     }
 
     /// The pattern matching every Redis key this store writes (after it is attached to a cache).
@@ -342,6 +406,12 @@ impl RedisStore {
             Ok(_) | Err(CacheError::Corrupt(_)) | Err(CacheError::Invalidated) => {
                 shared.breaker.success()
             }
+            // Redis answered: it is full, not failing. Opening the breaker would refuse the
+            // invalidations it still runs.
+            Err(err) if redis_conn::is_full(err) => {
+                shared.breaker.success();
+                shared.warn_full();
+            }
             Err(_) => {
                 shared.breaker.failure();
                 shared.errors.fetch_add(1, Ordering::Relaxed);
@@ -350,16 +420,9 @@ impl RedisStore {
         result
     }
 
-    /// The read while subscribed: one `HGET`, checked by the [`crate::Cache`] against this
-    /// node's clocks, a mirror of the shared ones kept current by the subscription (within the
-    /// propagation delay). `None` when the mirror cannot vouch for the record: it was born before
-    /// the subscription started (an invalidation of it may predate the mirror) or the
-    /// subscription dropped during the read; the caller then checks it in Redis.
-    async fn get_mirrored(
-        &self,
-        key: &CacheKey,
-        record_key: String,
-    ) -> Option<Result<Option<Record>, CacheError>> {
+    /// One `HGET` of the record's value, decoded; a value that is not what we wrote is counted
+    /// and deleted. Nothing here checks the clocks: see [`RedisStore::vouched`].
+    async fn hget(&self, key: &CacheKey, record_key: String) -> Result<Option<Record>, CacheError> {
         let reply = self
             .call(move |shared| async move {
                 let mut hget = redis::cmd("HGET");
@@ -369,30 +432,72 @@ impl RedisStore {
             .await;
         let bytes = match reply {
             Ok(Some(bytes)) => bytes,
-            Ok(None) => return Some(Ok(None)),
+            Ok(None) => return Ok(None),
             Err(err) => {
                 if matches!(err, CacheError::Corrupt(_)) {
                     self.corrupt(key).await;
                 }
-                return Some(Err(err));
+                return Err(err);
             }
         };
-        let record = match codec::decode_shared(&bytes::Bytes::from(bytes)) {
-            Ok(record) => record,
+        match codec::decode_shared(&bytes::Bytes::from(bytes)) {
+            Ok(record) => Ok(Some(record)),
             Err(err) => {
                 self.corrupt(key).await;
-                return Some(Err(err));
+                Err(err)
             }
+        }
+    }
+
+    /// Whether this node's mirror of the clocks can vouch for `record`, which the
+    /// [`crate::Cache`] then checks against it: the subscription is up (checked after the read,
+    /// so that one dropped during it counts) and the record was born after it started (an
+    /// invalidation older than the subscription may be missing from the mirror). With clocks
+    /// safe in Redis, also not above the highest tick seen (the counter in Redis went back, and
+    /// the check in Redis raises it). A vary list carries no data an invalidation concerns;
+    /// purges reach it by making the variants themselves invalid.
+    fn vouched(&self, record: &Record, at_risk: bool) -> bool {
+        let Some(link) = self.shared.link.get() else {
+            return false;
         };
         let synced_at = self.shared.synced_at.load(Ordering::Acquire);
-        let vouched = self.shared.link.get().is_some_and(ClockLink::in_sync)
-            && match &record {
-                Record::Response(entry) => entry.born >= synced_at,
-                // A vary list carries no data an invalidation concerns; purges reach it by
-                // making the variants themselves invalid.
+        link.in_sync()
+            && match record {
+                Record::Response(entry) => {
+                    entry.born >= synced_at && (at_risk || entry.born <= link.seq())
+                }
                 Record::Variants(_) => true,
-            };
-        vouched.then_some(Ok(Some(record)))
+            }
+    }
+
+    /// A read while Redis may evict the clocks: what Redis says of them proves nothing, so a
+    /// record is served only if this node's mirror vouches for it (with `strict_reads`, it must
+    /// pass the check in Redis too); anything else is a miss, counted as unverified.
+    async fn get_at_risk(
+        &self,
+        key: &CacheKey,
+        keys: Keys,
+        record_key: String,
+    ) -> Result<Option<Record>, CacheError> {
+        if !self.shared.link.get().is_some_and(ClockLink::in_sync) {
+            return Ok(self.unverified());
+        }
+        let record = if self.shared.options.strict_reads {
+            self.get_checked_in_redis(key, keys, record_key).await?
+        } else {
+            self.hget(key, record_key).await?
+        };
+        match record {
+            Some(record) if self.vouched(&record, true) => Ok(Some(record)),
+            Some(_) => Ok(self.unverified()),
+            None => Ok(None),
+        }
+    }
+
+    /// Counts a read answered as a miss because nothing could vouch for it.
+    fn unverified(&self) -> Option<Record> {
+        self.shared.unverified.fetch_add(1, Ordering::Relaxed);
+        None
     }
 
     /// The parts of a `GET`/`PUT` script reply, after noting the counter it carries first.
@@ -502,8 +607,58 @@ impl Shared {
         }
     }
 
-    fn floor(&self) -> u64 {
-        self.link.get().map_or(0, ClockLink::seq)
+    /// The lowest tick a new one may take: the highest this process has seen, and while Redis
+    /// may evict the counter, the wall clock in µs too (an evicted counter would otherwise start
+    /// again below the ticks records already carry, and a process subscribing then would vouch
+    /// for them).
+    pub(crate) fn floor(&self) -> u64 {
+        let seen = self.link.get().map_or(0, ClockLink::seq);
+        if self.clocks_at_risk() {
+            seen.max(now_ms().saturating_mul(1000))
+        } else {
+            seen
+        }
+    }
+
+    /// What this process knows of whether Redis may evict the clocks.
+    pub(crate) fn eviction(&self) -> Eviction {
+        match self.eviction.load(Ordering::Acquire) {
+            1 => Eviction::Safe,
+            2 => Eviction::AtRisk,
+            _ => Eviction::Unchecked,
+        }
+    }
+
+    pub(crate) fn set_eviction(&self, eviction: Eviction) {
+        self.eviction.store(eviction as u8, Ordering::Release);
+    }
+
+    /// Whether a check in Redis cannot be trusted (a clock may have been evicted).
+    pub(crate) fn clocks_at_risk(&self) -> bool {
+        self.eviction() != Eviction::Safe
+    }
+
+    /// The policy to assume when Redis will not tell.
+    pub(crate) fn assumed_policy(&self) -> Option<&str> {
+        self.options.assumed_policy.as_deref()
+    }
+
+    /// Logs, at most every [`FULL_WARNING_EVERY_MS`], that Redis refuses stores.
+    fn warn_full(&self) {
+        let now = now_ms();
+        let last = self.full_warned_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= FULL_WARNING_EVERY_MS
+            && self
+                .full_warned_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                "Redis is at its maxmemory and refuses new records: responses are still answered, \
+                 not stored in Redis; invalidations still run. maxmemory-policy volatile-lru \
+                 makes room by evicting records instead"
+            );
+        }
     }
 }
 
@@ -544,14 +699,23 @@ fn int(value: &Value) -> Option<u64> {
 
 #[async_trait]
 impl Store for RedisStore {
+    /// While subscribed (and without `strict_reads`): one `HGET`, checked by the
+    /// [`crate::Cache`] against this node's mirror of the clocks, kept current by the
+    /// subscription (within the propagation delay). A record the mirror cannot vouch for is
+    /// checked in Redis, unless Redis may evict the clocks ([`RedisStore::get_at_risk`]).
     async fn get(&self, key: &CacheKey) -> Result<Option<Record>, CacheError> {
         let keys = self.keys()?;
         let record_key = keys.record(key);
+        if self.shared.clocks_at_risk() {
+            return self.get_at_risk(key, keys, record_key).await;
+        }
         let mirrored = !self.shared.options.strict_reads
             && self.shared.link.get().is_some_and(ClockLink::in_sync);
         if mirrored {
-            if let Some(result) = self.get_mirrored(key, record_key.clone()).await {
-                return result;
+            match self.hget(key, record_key.clone()).await? {
+                None => return Ok(None),
+                Some(record) if self.vouched(&record, false) => return Ok(Some(record)),
+                Some(_) => {}
             }
         }
         self.get_checked_in_redis(key, keys, record_key).await
@@ -582,12 +746,14 @@ impl Store for RedisStore {
                     .key(&keys.seq)
                     .key(&keys.purged)
                     .key(&keys.life)
+                    .key(&keys.index)
                     .arg(&keys.clock_prefix)
                     .arg(value)
                     .arg(born)
                     .arg(tags)
                     .arg(ttl)
-                    .arg(life);
+                    .arg(life)
+                    .arg(now);
                 shared.run(&invocation).await
             })
             .await?;
@@ -617,6 +783,8 @@ impl Store for RedisStore {
     fn stats(&self) -> TierStats {
         TierStats {
             errors: self.shared.corrupt.load(Ordering::Relaxed),
+            unverified: self.shared.unverified.load(Ordering::Relaxed),
+            clocks_at_risk: self.shared.clocks_at_risk(),
             ..TierStats::default()
         }
     }
@@ -633,11 +801,19 @@ impl Store for RedisStore {
         let result = self
             .call(move |shared| async move {
                 let mut invocation = shared.invalidate.prepare_invoke();
-                invocation.key(&keys.seq).key(&keys.life);
+                invocation
+                    .key(&keys.seq)
+                    .key(&keys.life)
+                    .key(&keys.purged)
+                    .key(&keys.index);
                 for key in &clock_keys {
                     invocation.key(key.as_slice());
                 }
-                invocation.arg(&keys.channel).arg(pieces).arg(floor);
+                invocation
+                    .arg(&keys.channel)
+                    .arg(pieces)
+                    .arg(floor)
+                    .arg(now_ms());
                 shared.run(&invocation).await
             })
             .await;
@@ -705,6 +881,28 @@ mod tests {
         let b = Keys::new("a", "}b");
         assert_ne!(a.seq, b.seq);
         assert!(a.seq.starts_with("ca:{a%7D/b}"));
+    }
+
+    #[test]
+    fn only_policies_that_evict_nothing_but_expiring_keys_are_safe_for_the_clocks() {
+        for policy in [
+            "noeviction",
+            "volatile-lru",
+            "volatile-lfu",
+            "volatile-random",
+            "volatile-ttl",
+        ] {
+            assert_eq!(Eviction::under(policy), Eviction::Safe, "{policy}");
+        }
+        for policy in [
+            "allkeys-lru",
+            "allkeys-lfu",
+            "allkeys-random",
+            "",
+            "some-future-policy",
+        ] {
+            assert_eq!(Eviction::under(policy), Eviction::AtRisk, "{policy}");
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!
 //! What must stay true: a caller never waits longer than its own time limit; a dead connection
 //! is dropped and the call tried once more on a new one; connections of a dropped store are
-//! released by the next lookup on that thread.
+//! released by the next lookup on that thread; a Redis that refuses a call because it is at its
+//! `maxmemory` is told apart ([`is_full`]) from one that fails.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -24,6 +25,24 @@ use crate::CacheError;
 
 /// Longest wait for a new connection (the attempt goes on after the caller gives up).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How the error of a call Redis refused for want of memory begins.
+const FULL: &str = "Redis is full";
+
+/// Whether `err` is Redis refusing a call because it is at its `maxmemory` (`-OOM`): Redis is
+/// up and answering, so this is not a failure for the circuit breaker.
+pub(crate) fn is_full(err: &CacheError) -> bool {
+    matches!(err, CacheError::Backend(message) if message.starts_with(FULL))
+}
+
+/// Whether Redis refused a call for want of memory. A script passes on the code of the command
+/// that failed in it (`OOM command not allowed when used memory > 'maxmemory'. script: …`).
+fn out_of_memory(err: &RedisError) -> bool {
+    err.code() == Some("OOM")
+        || err
+            .to_string()
+            .contains("command not allowed when used memory")
+}
 
 type Opening = Shared<BoxFuture<'static, Result<MultiplexedConnection, String>>>;
 
@@ -123,6 +142,8 @@ impl Connector {
                     if !(broken && was_kept) {
                         return Err(if err.code() == Some("WRONGTYPE") {
                             CacheError::Corrupt(err.to_string())
+                        } else if out_of_memory(&err) {
+                            CacheError::Backend(format!("{FULL}: {err}"))
                         } else {
                             CacheError::Backend(format!("Redis: {err}"))
                         });

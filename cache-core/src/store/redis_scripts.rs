@@ -5,9 +5,26 @@
 //! - `ca:{ns}:r:<hash>`: a record, a hash with `v` (the encoded record, see `codec`), `b` (its
 //!   `born` tick) and `t` (its tags as `len:tag` pieces), expiring on its own;
 //! - `ca:{ns}:seq`: the tick counter; `ca:{ns}:purged`: the tick of the last `purge_all`;
-//! - `ca:{ns}:t:<tag>`: the tick of the tag's last invalidation, kept for the longest entry life
-//!   plus an hour (`ca:{ns}:life` holds that life);
+//! - `ca:{ns}:t:<tag>`: the tick of the tag's last invalidation, with no expiry;
+//! - `ca:{ns}:clocks`: a sorted set of those clock keys by the time (Unix ms) each was set. An
+//!   invalidation drops a bounded number of clocks set more than the longest entry life plus an
+//!   hour ago (`ca:{ns}:life` holds that life): no record they could reject is still alive. The
+//!   purge tick is raised to the highest tick dropped, so that a fill begun before all of them is
+//!   still refused;
 //! - channel `ca:{ns}:inv`: `i <tick> <len:tag...>` and `p <tick>` messages.
+//!
+//! Expiry and eviction: records, and only records, expire. So under a `volatile-*`
+//! `maxmemory-policy` (the README recommends `volatile-lru`) Redis makes room by evicting records,
+//! never a clock, the counter, the purge tick or the index; under `noeviction` it refuses new
+//! records once full. The scripts that move the clocks (`invalidate`, `purge`, `tick`) carry the
+//! `allow-oom` flag (Redis 7): a full Redis still runs them. They write a few dozen bytes, and an
+//! invalidation frees clocks as it goes; refusing one would leave every process serving what it
+//! was meant to remove. The store script has a flagless shebang, so a full Redis refuses it as a
+//! whole (the cache answers the request and does not store it). Without one it would be a legacy
+//! script, which Redis refuses only at its first write that grows memory, and only if nothing was
+//! written before: its `DEL` of the old record counts as a write, so a full Redis under
+//! `noeviction` took every record and grew without bound. The read script stays a legacy one: a
+//! full Redis must still serve reads, and its only writes delete (or, rarely, raise the counter).
 //!
 //! What must stay true: a record is returned, or stored, only if its `born` is at least the
 //! purge tick and every clock of its tags; a value that is not what we wrote (wrong type,
@@ -15,7 +32,8 @@
 //! input makes a script loop or fail for good. The counter never goes below a tick a caller has
 //! seen (a failover to a lagging replica, a restore or an eviction can lower it in Redis): every
 //! tick is above the caller's floor, and a `born` above the counter means the counter went back,
-//! so that record is refused and the counter raised.
+//! so that record is refused and the counter raised. A clock is only ever dropped with the purge
+//! tick raised to it.
 
 /// Helpers every script starts with.
 const PRELUDE: &str = r#"
@@ -38,6 +56,15 @@ local function next_tick(seq_key, floor)
   local tick = math.max(cur, int(floor) or 0) + 1
   redis.call('SET', seq_key, string.format('%d', tick))
   return tick
+end
+-- Notes in the index `idx` that `clock` was set at `now` (ms), so that a later invalidation can
+-- drop it; an index of the wrong type is replaced.
+local function index(idx, now, clock)
+  local added = redis.pcall('ZADD', idx, string.format('%d', now), clock)
+  if type(added) == 'table' and added.err then
+    redis.call('DEL', idx)
+    redis.call('ZADD', idx, string.format('%d', now), clock)
+  end
 end
 -- Calls visit(tag) for each `len:tag` piece; false if the list is malformed.
 local function each_tag(tags, visit)
@@ -101,10 +128,12 @@ end
 return {seq, 1, r[1]}
 "#;
 
-/// `put`: KEYS record, seq, purged, life; ARGV clock prefix, value, born ("" = now), tags,
-/// ttl ms, life ms. Returns `{seq, stored}`; stored is 0 when a tag or purge is newer than
-/// `born`. A garbage clock or purge tick is repaired to the current tick (an invalidation:
-/// the safe reading of "unknown").
+/// `put`: KEYS record, seq, purged, life, clock index; ARGV clock prefix, value, born ("" =
+/// now), tags, ttl ms, life ms, now (Unix ms). Returns `{seq, stored}`; stored is 0 when a tag or
+/// purge is newer than `born`. A garbage clock or purge tick is repaired to the current tick (an
+/// invalidation: the safe reading of "unknown"). The record always gets its ttl in the same
+/// script, so that no record lives on without one (which would make it unevictable under a
+/// `volatile-*` policy).
 const PUT_BODY: &str = r#"
 local seq = int(get(KEYS[2])) or 0
 local born = ARGV[3]
@@ -129,7 +158,8 @@ local well_formed = each_tag(ARGV[4], function(tag)
   local clock = get(key)
   if clock and not int(clock) then
     redis.call('DEL', key)
-    redis.call('SET', key, string.format('%d', seq), 'PX', math.max(life, int(ARGV[6]) or 0) + 3600000)
+    redis.call('SET', key, string.format('%d', seq))
+    index(KEYS[5], int(ARGV[7]) or 0, key)
     clock = seq
   end
   if clock and int(clock) > b then
@@ -148,17 +178,46 @@ end
 return {seq, 1}
 "#;
 
-/// `invalidate`: KEYS seq, life, then one clock key per tag; ARGV channel, tags (`len:tag`
-/// pieces, for the message), the caller's highest seen tick. Ticks, sets every clock, publishes,
-/// returns the tick.
+/// `invalidate`: KEYS seq, life, purged, clock index, then one clock key per tag; ARGV channel,
+/// tags (`len:tag` pieces, for the message), the caller's highest seen tick, now (Unix ms).
+/// Ticks, sets every clock (no expiry), publishes, drops a few clocks no live record can need
+/// (raising the purge tick to them), returns the tick.
 const INVALIDATE_BODY: &str = r#"
 local tick = next_tick(KEYS[1], ARGV[3])
-local life = int(get(KEYS[2])) or 86400000
-for i = 3, #KEYS do
-  redis.call('DEL', KEYS[i])
-  redis.call('SET', KEYS[i], string.format('%d', tick), 'PX', life + 3600000)
+local now = int(ARGV[4]) or 0
+for i = 5, #KEYS do
+  redis.call('SET', KEYS[i], string.format('%d', tick))
+  index(KEYS[4], now, KEYS[i])
 end
 redis.call('PUBLISH', ARGV[1], 'i ' .. string.format('%d', tick) .. ' ' .. ARGV[2])
+-- Clocks set before the horizon: every record they could reject has expired (a record lives at
+-- most `life`, and one stored after a clock was set was checked against it).
+local life = int(get(KEYS[2])) or 86400000
+local horizon = now - life - 3600000
+if horizon > 0 then
+  local limit = 2 * (#KEYS - 4) + 16
+  local old = redis.pcall('ZRANGEBYSCORE', KEYS[4], '-inf', string.format('%d', horizon),
+    'LIMIT', 0, limit)
+  if type(old) == 'table' and not old.err then
+    local highest = 0
+    for _, clock in ipairs(old) do
+      local v = get(clock)
+      local n = int(v)
+      -- Unreadable: the safe reading is "invalidated now".
+      if v and not n then n = tick end
+      if n and n > highest then highest = n end
+      redis.call('DEL', clock)
+      redis.call('ZREM', KEYS[4], clock)
+    end
+    -- Whatever those clocks rejected stays rejected: a fill born before them (a handler that
+    -- ran longer than any entry lives) is refused by the purge tick instead. An unreadable purge
+    -- tick already rejects everything (the store script repairs it).
+    local purged = get(KEYS[3])
+    if highest > 0 and (not purged or (int(purged) and int(purged) < highest)) then
+      redis.call('SET', KEYS[3], string.format('%d', highest))
+    end
+  end
+end
 return tick
 "#;
 
@@ -178,9 +237,26 @@ const TICK_BODY: &str = r#"
 return next_tick(KEYS[1], ARGV[1])
 "#;
 
+/// Redis 7's script flags for the scripts that move the clocks: run them even when Redis is at
+/// its `maxmemory` (they write a few bytes; refusing them would lose an invalidation). It must be
+/// the script's first line.
+const ALLOW_OOM: &str = "#!lua flags=allow-oom\n";
+/// A shebang without flags: a script that may write, refused as a whole when Redis is full.
+const DENY_OOM: &str = "#!lua\n";
+
 /// A script: the prelude, then `body`.
 fn script(body: &str) -> String {
     format!("{PRELUDE}{body}")
+}
+
+/// A script Redis runs even when it is out of memory.
+fn script_allowed_when_full(body: &str) -> String {
+    format!("{ALLOW_OOM}{PRELUDE}{body}")
+}
+
+/// A script Redis refuses as a whole when it is out of memory.
+fn script_refused_when_full(body: &str) -> String {
+    format!("{DENY_OOM}{PRELUDE}{body}")
 }
 
 pub(crate) fn get() -> String {
@@ -188,17 +264,29 @@ pub(crate) fn get() -> String {
 }
 
 pub(crate) fn put() -> String {
-    script(PUT_BODY)
+    script_refused_when_full(PUT_BODY)
 }
 
 pub(crate) fn invalidate() -> String {
-    script(INVALIDATE_BODY)
+    script_allowed_when_full(INVALIDATE_BODY)
 }
 
 pub(crate) fn purge() -> String {
-    script(PURGE_BODY)
+    script_allowed_when_full(PURGE_BODY)
 }
 
 pub(crate) fn tick() -> String {
-    script(TICK_BODY)
+    script_allowed_when_full(TICK_BODY)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_flag_is_the_first_line_of_the_scripts_that_move_the_clocks() {
+        for script in [super::invalidate(), super::purge(), super::tick()] {
+            assert!(script.starts_with("#!lua flags=allow-oom\n"));
+        }
+        assert!(super::put().starts_with("#!lua\n"));
+        assert!(!super::get().starts_with("#!"));
+    }
 }
