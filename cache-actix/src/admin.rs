@@ -182,6 +182,7 @@ fn tier_json(t: &TierStats) -> Value {
     json!({
         "hits": t.hits, "misses": t.misses, "stores": t.stores, "errors": t.errors,
         "evictions": t.evictions, "entries": t.entries, "bytes": t.bytes,
+        "unverified": t.unverified, "clocks_at_risk": t.clocks_at_risk,
     })
 }
 

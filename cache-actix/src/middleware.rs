@@ -752,6 +752,10 @@ pub(crate) fn bypassed<B: MessageBody + 'static>(
     res
 }
 
+/// A request that runs the handler: the flight it leads, if any, and whether it got there by a
+/// lock timeout.
+pub(crate) type Runner = (Option<Leader<Arc<Entry>>>, bool);
+
 /// What [`Flow::elect`] decided for one request.
 pub(crate) enum Elected {
     /// Run the handler and hand the result to the waiters; `took_over` when the previous
@@ -769,7 +773,7 @@ pub(crate) enum Elected {
 impl Elected {
     /// The leader guard and whether this request is past the lock timeout, for a request that
     /// runs the handler; `Err` with the entry that answers it otherwise.
-    pub(crate) fn into_runner(self) -> Result<(Option<Leader<Arc<Entry>>>, bool), Arc<Entry>> {
+    pub(crate) fn into_runner(self) -> Result<Runner, Arc<Entry>> {
         match self {
             Elected::Leader { leader, took_over } => Ok((Some(leader), took_over)),
             Elected::Alone { timed_out } => Ok((None, timed_out)),
