@@ -28,7 +28,7 @@ use actix_web::{
     body::{BodySize, BoxBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
     http::{
-        header::{self, HeaderMap, HeaderValue},
+        header::{self, HeaderMap, HeaderName, HeaderValue},
         Method, StatusCode,
     },
     Error, HttpMessage, HttpResponse,
@@ -806,8 +806,34 @@ pub(crate) fn release(leader: Option<Leader<Arc<Entry>>>, request_was_the_reason
 /// `Forwarded` and `X-Forwarded-Host` / `-Proto` change what the handler sees, so they must
 /// change the key too; otherwise one client's forwarded host would be served to everyone.
 pub(crate) fn request_authority(req: &ServiceRequest) -> Vec<u8> {
-    let info = req.connection_info();
-    let (scheme, host) = (info.scheme(), info.host());
+    let headers = req.headers();
+    let forwarded = headers.contains_key(header::FORWARDED)
+        || headers.contains_key(X_FORWARDED_HOST)
+        || headers.contains_key(X_FORWARDED_PROTO);
+    if forwarded {
+        let info = req.connection_info();
+        return authority_of(info.scheme(), info.host());
+    }
+    // Without forwarding headers `ConnectionInfo` falls back to these, in this order; reading
+    // them here spares the hit path its parse and its allocations (a unit test holds the two
+    // to the same answer).
+    let config = req.app_config();
+    let scheme = req
+        .uri()
+        .scheme_str()
+        .unwrap_or(if config.secure() { "https" } else { "http" });
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or_else(|| config.host());
+    authority_of(scheme, host)
+}
+
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+fn authority_of(scheme: &str, host: &str) -> Vec<u8> {
     let mut authority = Vec::with_capacity(scheme.len() + 3 + host.len());
     authority.extend_from_slice(scheme.as_bytes());
     authority.extend_from_slice(b"://");
@@ -1209,4 +1235,36 @@ pub(crate) fn mark(headers: &mut HeaderMap, outcome: Outcome, entry: Option<(&En
         h::CACHE_STATUS,
         outcome.cache_status(entry.map(|(e, _)| e), now),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn the_authority_is_what_connection_info_reports() {
+        let requests = [
+            TestRequest::get().uri("/p").insert_header(("host", "shop.example")),
+            TestRequest::get().uri("/p"),
+            TestRequest::get().uri("https://secure.example/p"),
+            TestRequest::get().uri("/p").insert_header(("host", "Mixed.Example:8443")),
+            TestRequest::get()
+                .uri("/p")
+                .insert_header(("host", "shop.example"))
+                .insert_header(("x-forwarded-host", "evil.example")),
+            TestRequest::get()
+                .uri("/p")
+                .insert_header(("forwarded", "proto=https;host=evil.example")),
+            TestRequest::get()
+                .uri("/p")
+                .insert_header(("x-forwarded-proto", "https")),
+        ];
+        for req in requests {
+            let req = req.to_srv_request();
+            let info = req.connection_info().clone();
+            let expected = format!("{}://{}", info.scheme(), info.host());
+            assert_eq!(String::from_utf8_lossy(&request_authority(&req)), expected);
+        }
+    }
 }
