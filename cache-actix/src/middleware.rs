@@ -1245,10 +1245,14 @@ mod tests {
     #[test]
     fn the_authority_is_what_connection_info_reports() {
         let requests = [
-            TestRequest::get().uri("/p").insert_header(("host", "shop.example")),
+            TestRequest::get()
+                .uri("/p")
+                .insert_header(("host", "shop.example")),
             TestRequest::get().uri("/p"),
             TestRequest::get().uri("https://secure.example/p"),
-            TestRequest::get().uri("/p").insert_header(("host", "Mixed.Example:8443")),
+            TestRequest::get()
+                .uri("/p")
+                .insert_header(("host", "Mixed.Example:8443")),
             TestRequest::get()
                 .uri("/p")
                 .insert_header(("host", "shop.example"))
