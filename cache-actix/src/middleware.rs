@@ -1035,7 +1035,8 @@ fn client_says_no_cache(headers: &HeaderMap) -> bool {
         || h::has_directive(headers, &header::PRAGMA, "no-cache")
 }
 
-/// Every "never stored" rule of DESIGN.md, in order. `Ok` carries the most bytes to read.
+/// Every "never stored" rule of the policy mode (the README's "What is never stored";
+/// ARCHITECTURE.md, "Storage"), in order. `Ok` carries the most bytes to read.
 fn storable<B: MessageBody>(
     res: &ServiceResponse<B>,
     resolved: &ResolvedPolicy,

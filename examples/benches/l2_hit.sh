@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # L2-hit throughput of the product example with the L1 off, against redis-benchmark GET on the
-# same Redis at the same concurrency (DESIGN.md: at least 0.6x). Each L2 hit is one Lua script
+# same Redis at the same concurrency (the target: at least 0.6x). Each L2 hit is one Lua script
 # call: record, born and tag clocks checked in one round trip.
 #
 #   bash examples/benches/l2_hit.sh            # CONNS=32 DURATION=10 WORKERS=1 STRICT=0 by default

@@ -1,5 +1,6 @@
-//! What is never stored (DESIGN.md): each rule, as a client sees it, plus the client's own
-//! `Cache-Control: no-cache` and oversized or streamed bodies passed through intact.
+//! What is never stored (the README's "What is never stored"): each rule, as a client sees
+//! it, plus the client's own `Cache-Control: no-cache` and oversized or streamed bodies passed
+//! through intact.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
