@@ -98,6 +98,19 @@ impl Reply {
     }
 }
 
+/// A plain GET of `path` through an initialised service, body read.
+pub async fn get_path<S, B>(app: &S, path: &str) -> Reply
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+    B: actix_web::body::MessageBody,
+{
+    send(app, actix_web::test::TestRequest::get().uri(path)).await
+}
+
 /// Sends `req` through an initialised service (`actix_web::test::init_service`) and reads the body.
 pub async fn send<S, B>(app: &S, req: actix_web::test::TestRequest) -> Reply
 where

@@ -18,7 +18,7 @@ use actix_web::{dev::Service, http::StatusCode, test, web, App, HttpResponse};
 use cache_actix::{
     Cache, CacheError, CacheMiddleware, CachePolicy, Cached, MemoryStore, RedisStore,
 };
-use cache_actix_tests::{redis::RedisServer, send, Reply};
+use cache_actix_tests::{get_path as get, redis::RedisServer, send, Reply};
 
 /// Redis's `maxmemory` in these tests (an empty Redis already uses about 0.9 MB of it).
 const MAXMEMORY: u64 = 2 * 1024 * 1024;
@@ -113,17 +113,6 @@ async fn app(
             ),
     )
     .await
-}
-
-async fn get<S>(app: &S, path: &str) -> Reply
-where
-    S: Service<
-        actix_http::Request,
-        Response = actix_web::dev::ServiceResponse,
-        Error = actix_web::Error,
-    >,
-{
-    send(app, test::TestRequest::get().uri(path)).await
 }
 
 async fn post<S>(app: &S, path: &str) -> Reply

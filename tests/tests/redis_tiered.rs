@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::{dev::Service, http::StatusCode, test, web, App, HttpResponse};
 use cache_actix::{Cache, CacheMiddleware, CachePolicy, Cached, MemoryStore, RedisStore};
-use cache_actix_tests::{redis::RedisServer, send, Reply};
+use cache_actix_tests::{get_path as get, redis::RedisServer};
 use tokio::sync::Notify;
 
 /// The data behind the handler, shared by every node like a real database.
@@ -69,17 +69,6 @@ async fn app(
         }),
     ))
     .await
-}
-
-async fn get<S>(app: &S, path: &str) -> Reply
-where
-    S: Service<
-        actix_http::Request,
-        Response = actix_web::dev::ServiceResponse,
-        Error = actix_web::Error,
-    >,
-{
-    send(app, test::TestRequest::get().uri(path)).await
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
