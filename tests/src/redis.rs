@@ -173,3 +173,13 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// Waits until `cache`'s invalidation subscription is up, as a readiness probe would; fails the
+/// test after 5 s.
+pub async fn wait_in_sync(cache: &cache_actix::Cache) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cache.in_sync() {
+        assert!(Instant::now() < deadline, "node never subscribed");
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -514,11 +514,7 @@ async fn a_randomized_attacker_never_sees_another_users_data_tiered_over_redis()
     };
     let (a, b) = (tiered(), tiered());
     for cache in [&a, &b] {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !cache.in_sync() {
-            assert!(Instant::now() < deadline, "node never subscribed");
-            actix_web::rt::time::sleep(Duration::from_millis(10)).await;
-        }
+        cache_actix_tests::redis::wait_in_sync(cache).await;
     }
     // Two nodes sharing one Redis, each request to either: fills on one answer the other.
     let nodes = [node(a).await, node(b).await];

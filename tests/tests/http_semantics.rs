@@ -675,14 +675,7 @@ async fn tiered_proxy(
         .l2(store)
         .namespace("proxy")
         .build();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !cache.in_sync() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "node never subscribed"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    }
+    cache_actix_tests::redis::wait_in_sync(&cache).await;
     let upstream = Upstream::parse(&origin.base).unwrap_or_else(|e| panic!("{e}"));
     (
         test::init_service(app(cache.clone(), upstream)).await,

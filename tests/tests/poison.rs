@@ -1024,11 +1024,7 @@ async fn rule6_tiered_nodes_of_one_namespace_agree_on_keys_and_share_entries() {
     let key = |c: &Cache| c.primary_key(HOST.as_bytes(), b"/p", b"").hash();
     assert_eq!(key(&a), key(&b), "nodes sharing an L2 share hashes");
     for cache in [&a, &b] {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !cache.in_sync() {
-            assert!(Instant::now() < deadline, "node never subscribed");
-            actix_web::rt::time::sleep(Duration::from_millis(10)).await;
-        }
+        cache_actix_tests::redis::wait_in_sync(cache).await;
     }
     let calls = Arc::new(AtomicUsize::new(0));
     let app = |cache: Cache| {

@@ -18,7 +18,11 @@ use actix_web::{dev::Service, http::StatusCode, test, web, App, HttpResponse};
 use cache_actix::{
     Cache, CacheError, CacheMiddleware, CachePolicy, Cached, MemoryStore, RedisStore,
 };
-use cache_actix_tests::{get_path as get, redis::RedisServer, send, Reply};
+use cache_actix_tests::{
+    get_path as get,
+    redis::{wait_in_sync, RedisServer},
+    send, Reply,
+};
 
 /// Redis's `maxmemory` in these tests (an empty Redis already uses about 0.9 MB of it).
 const MAXMEMORY: u64 = 2 * 1024 * 1024;
@@ -51,15 +55,6 @@ fn node(url: &str, l1: bool, strict: bool) -> Cache {
         builder.l1(MemoryStore::new()).build()
     } else {
         builder.build()
-    }
-}
-
-/// Waits until the node's invalidation subscription is up (a readiness probe would).
-async fn synced(cache: &Cache) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !cache.in_sync() {
-        assert!(Instant::now() < deadline, "node never subscribed");
-        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -253,8 +248,8 @@ async fn flood_then_update(policy: &str) -> (RedisServer, Cache, Cache) {
         node(&redis.url(), true, false),
         node(&redis.url(), false, true),
     );
-    synced(&cache_a).await;
-    synced(&cache_b).await;
+    wait_in_sync(&cache_a).await;
+    wait_in_sync(&cache_b).await;
     let a = app(cache_a.clone(), db.clone()).await;
     let b = app(cache_b.clone(), db.clone()).await;
     assert!(
@@ -355,9 +350,9 @@ async fn with_allkeys_lru_nodes_fail_safe_and_say_so() {
     let db = Arc::new(Db::default());
     // B subscribes first, so that A's fills are younger than B's subscription.
     let cache_b = node(&redis.url(), false, true);
-    synced(&cache_b).await;
+    wait_in_sync(&cache_b).await;
     let cache_a = node(&redis.url(), true, false);
-    synced(&cache_a).await;
+    wait_in_sync(&cache_a).await;
     let a = app(cache_a.clone(), db.clone()).await;
     let b = app(cache_b.clone(), db.clone()).await;
     for cache in [&cache_a, &cache_b] {
@@ -384,7 +379,7 @@ async fn with_allkeys_lru_nodes_fail_safe_and_say_so() {
 
     // C started after the update: nothing it knows vouches for the old record.
     let cache_c = node(&redis.url(), false, false);
-    synced(&cache_c).await;
+    wait_in_sync(&cache_c).await;
     let c = app(cache_c.clone(), db.clone()).await;
     assert!(cache_c.stats().l2.clocks_at_risk);
     assert_eq!(
@@ -428,8 +423,8 @@ async fn a_policy_changed_at_run_time_is_noticed_both_ways() {
         node(&redis.url(), true, false),
         node(&redis.url(), false, false),
     );
-    synced(&cache_a).await;
-    synced(&cache_b).await;
+    wait_in_sync(&cache_a).await;
+    wait_in_sync(&cache_b).await;
     let a = app(cache_a.clone(), db.clone()).await;
     let b = app(cache_b.clone(), db.clone()).await;
     assert!(!cache_b.stats().l2.clocks_at_risk);
@@ -488,8 +483,8 @@ async fn a_redis_that_hides_its_policy_is_treated_as_unsafe_unless_declared() {
             .assume_maxmemory_policy("volatile-lru"))
         .namespace("full")
         .build();
-    synced(&guarded).await;
-    synced(&declared).await;
+    wait_in_sync(&guarded).await;
+    wait_in_sync(&declared).await;
     assert!(guarded.stats().l2.clocks_at_risk);
     assert!(!declared.stats().l2.clocks_at_risk);
     let g = app(guarded.clone(), db.clone()).await;

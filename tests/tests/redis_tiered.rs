@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use actix_web::{dev::Service, http::StatusCode, test, web, App, HttpResponse};
 use cache_actix::{Cache, CacheMiddleware, CachePolicy, Cached, MemoryStore, RedisStore};
-use cache_actix_tests::{get_path as get, redis::RedisServer};
+use cache_actix_tests::{
+    get_path as get,
+    redis::{wait_in_sync, RedisServer},
+};
 use tokio::sync::Notify;
 
 /// The data behind the handler, shared by every node like a real database.
@@ -34,15 +37,6 @@ fn node_with(url: &str, namespace: &str, l1: bool, strict: bool) -> Cache {
         builder
     };
     builder.build()
-}
-
-/// Waits until the node's invalidation subscription is up (a readiness probe would).
-async fn synced(cache: &Cache) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !cache.in_sync() {
-        assert!(Instant::now() < deadline, "node never subscribed");
-        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// An app serving `/p/{id}` as `"{id}:v{version}"`, tagged `products`.
@@ -93,8 +87,8 @@ async fn fill_hit_invalidate(strict: bool) {
         node_with(&redis.url(), "shop", true, strict),
         node_with(&redis.url(), "shop", true, strict),
     );
-    synced(&cache_a).await;
-    synced(&cache_b).await;
+    wait_in_sync(&cache_a).await;
+    wait_in_sync(&cache_b).await;
     let a = app(cache_a.clone(), db.clone()).await;
     let b = app(cache_b.clone(), db.clone()).await;
 
@@ -179,8 +173,8 @@ async fn a_fill_running_on_one_node_during_an_invalidation_on_another_is_not_kep
         node(&redis.url(), "race", true),
         node(&redis.url(), "race", true),
     );
-    synced(&cache_a).await;
-    synced(&cache_b).await;
+    wait_in_sync(&cache_a).await;
+    wait_in_sync(&cache_b).await;
     let started = Arc::new(Notify::new());
     let release = Arc::new(Notify::new());
     let version = Arc::new(AtomicUsize::new(0));
@@ -242,8 +236,8 @@ async fn separate_namespaces_share_nothing() {
         node(&redis.url(), "one", true),
         node(&redis.url(), "two", false),
     );
-    synced(&one).await;
-    synced(&two).await;
+    wait_in_sync(&one).await;
+    wait_in_sync(&two).await;
     let x = app(one.clone(), db.clone()).await;
     let y = app(two.clone(), db.clone()).await;
     assert_eq!(get(&x, "/p/1").await.x_cache(), "MISS");
@@ -281,7 +275,7 @@ async fn garbage(strict: bool) {
     let redis = RedisServer::start();
     let db = Arc::new(Db::default());
     let cache_a = node_with(&redis.url(), "junk", true, strict);
-    synced(&cache_a).await;
+    wait_in_sync(&cache_a).await;
     let a = app(cache_a.clone(), db.clone()).await;
     for id in 0..20 {
         assert_eq!(get(&a, &format!("/p/{id}")).await.x_cache(), "MISS");
@@ -316,7 +310,7 @@ async fn garbage(strict: bool) {
     }
     // A fresh node has no L1 to hide behind: everything comes from (garbage) Redis or the handler.
     let cache_b = node_with(&redis.url(), "junk", true, strict);
-    synced(&cache_b).await;
+    wait_in_sync(&cache_b).await;
     let b = app(cache_b.clone(), db.clone()).await;
     for round in 0..3 {
         for id in 0..20 {
@@ -359,8 +353,8 @@ async fn a_dead_redis_costs_hits_never_answers_and_invalidation_reports_it() {
     let db = Arc::new(Db::default());
     let tiered = node(&redis.url(), "crash", true);
     let l2_only = node(&redis.url(), "crash", false);
-    synced(&tiered).await;
-    synced(&l2_only).await;
+    wait_in_sync(&tiered).await;
+    wait_in_sync(&l2_only).await;
     let a = app(tiered.clone(), db.clone()).await;
     let b = app(l2_only.clone(), db.clone()).await;
     get(&a, "/p/1").await;
@@ -430,8 +424,8 @@ async fn with_strict_reads_an_l2_only_node_sees_an_invalidation_on_its_very_next
     let db = Arc::new(Db::default());
     let writer = node(&redis.url(), "strict", true);
     let reader = node_with(&redis.url(), "strict", false, true);
-    synced(&writer).await;
-    synced(&reader).await;
+    wait_in_sync(&writer).await;
+    wait_in_sync(&reader).await;
     let b = app(reader.clone(), db.clone()).await;
     for round in 0..50 {
         let path = format!("/p/{round}");
@@ -461,7 +455,7 @@ async fn a_node_started_after_an_invalidation_or_purge_never_serves_what_it_remo
     let redis = RedisServer::start();
     let db = Arc::new(Db::default());
     let first = node(&redis.url(), "late", true);
-    synced(&first).await;
+    wait_in_sync(&first).await;
     let a = app(first.clone(), db.clone()).await;
     for id in 1..=3 {
         assert_eq!(get(&a, &format!("/p/{id}")).await.x_cache(), "MISS");
@@ -476,7 +470,7 @@ async fn a_node_started_after_an_invalidation_or_purge_never_serves_what_it_remo
 
     // A process deployed now has heard of no invalidation: it must not trust what it reads.
     let late = node(&redis.url(), "late", true);
-    synced(&late).await;
+    wait_in_sync(&late).await;
     let c = app(late.clone(), db.clone()).await;
     for id in 1..=3 {
         let reply = get(&c, &format!("/p/{id}")).await;
@@ -491,7 +485,7 @@ async fn a_node_started_after_an_invalidation_or_purge_never_serves_what_it_remo
     db.version.store(2, Ordering::SeqCst);
     late.purge_all().await.unwrap_or_else(|e| panic!("{e}"));
     let later = node(&redis.url(), "late", false);
-    synced(&later).await;
+    wait_in_sync(&later).await;
     let d = app(later.clone(), db.clone()).await;
     let reply = get(&d, "/p/2").await;
     assert_eq!(
@@ -505,7 +499,7 @@ async fn a_quiet_channel_keeps_the_subscription_and_the_l1() {
     let redis = RedisServer::start();
     let db = Arc::new(Db::default());
     let cache = node(&redis.url(), "quiet", true);
-    synced(&cache).await;
+    wait_in_sync(&cache).await;
     let a = app(cache.clone(), db.clone()).await;
     get(&a, "/p/1").await;
     // Longer than the subscription's heartbeat: the ping must not be mistaken for a failure.
@@ -528,8 +522,8 @@ async fn a_counter_that_goes_back_in_redis_never_revives_an_invalidated_entry() 
         node(&redis.url(), "back", true),
         node(&redis.url(), "back", false),
     );
-    synced(&cache_a).await;
-    synced(&cache_b).await;
+    wait_in_sync(&cache_a).await;
+    wait_in_sync(&cache_b).await;
     for _ in 0..5 {
         cache_b
             .invalidate_tag("elsewhere")
