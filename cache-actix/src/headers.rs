@@ -1,6 +1,6 @@
-//! The HTTP headers the cache reads and writes: `Cache-Control` parsing, `If-None-Match`
-//! matching, and the `x-cache`, `cache-status` (RFC 9211), `age`, `etag`, `expires` and
-//! `cache-control` of cached answers.
+//! The headers the cache writes and the one it matches: `x-cache`, `cache-status` (RFC 9211)
+//! from an [`Outcome`], `cache-control` and `expires` of a policy's answers, and `If-None-Match`
+//! matching. (`Cache-Control` is parsed in `directives.rs`.)
 //!
 //! What must stay true: parsing never fails loudly. A malformed or non-UTF-8 header reads as
 //! "directive absent" / "no match", so bad input can only cost a cache hit, never an error.
@@ -21,34 +21,6 @@ pub const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
 
 /// The cache's name in `cache-status`.
 const CACHE_NAME: &str = "cache-actix";
-
-/// Hop-by-hop header fields (RFC 9110 section 7.6.1, plus the older `Keep-Alive` and
-/// `Proxy-Connection`): they describe one connection, so no cache stores or replays them.
-pub(crate) const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-];
-
-/// Headers the policy mode never stores or replays besides the hop-by-hop ones: the ones it
-/// computes per answer, `cache-tag`, which is ours, and `set-cookie`.
-pub(crate) const NOT_STORED: &[&str] = &[
-    "date",
-    "age",
-    "expires",
-    "cache-control",
-    "etag",
-    "x-cache",
-    "cache-status",
-    "cache-tag",
-    "set-cookie",
-];
 
 /// How an answer came about; rendered into `x-cache` and `cache-status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +53,7 @@ impl Outcome {
     }
 
     pub(crate) fn cache_status(self, entry: Option<&Entry>, now_ms: u64) -> HeaderValue {
-        let ttl = entry.map(|e| (e.fresh_until_ms as i128 - now_ms as i128).div_euclid(1000));
+        let ttl = entry.map(|e| (e.fresh_until_ms() as i128 - now_ms as i128).div_euclid(1000));
         let text = match (self, ttl) {
             // The hit and miss paths: no formatting machinery, one copy.
             (Outcome::Hit, Some(ttl)) => return with_ttl("; hit; ttl=", ttl),
@@ -131,20 +103,6 @@ fn with_ttl(middle: &str, ttl: i128) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static(CACHE_NAME))
 }
 
-/// Whether a `Cache-Control`-style header list carries `directive` (case-insensitive, with or
-/// without a value). Non-UTF-8 values read as absent.
-pub(crate) fn has_directive(headers: &HeaderMap, name: &HeaderName, directive: &str) -> bool {
-    headers
-        .get_all(name)
-        .filter_map(|v| v.to_str().ok())
-        .any(|value| {
-            value.split(',').any(|item| {
-                let token = item.split('=').next().unwrap_or("").trim();
-                token.eq_ignore_ascii_case(directive)
-            })
-        })
-}
-
 /// Whether `If-None-Match` matches `etag` by weak comparison (RFC 9110 section 13.1.2): `*`, a
 /// list, and `W/` prefixes on either side. Malformed members are skipped.
 pub(crate) fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
@@ -173,20 +131,20 @@ const MAX_DELTA_SECONDS: u64 = 1 << 31;
 /// whole ttl, not what remains of it, makes the client's copy expire when ours does. Returns the
 /// seconds left for the client, for `Expires`.
 pub(crate) fn cache_control(entry: &Entry, now_ms: u64) -> (HeaderValue, u64) {
-    let max_age = if now_ms >= entry.fresh_until_ms {
+    let max_age = if now_ms >= entry.fresh_until_ms() {
         0
     } else {
         entry
-            .max_age_secs
+            .max_age_secs()
             .unwrap_or_else(|| {
                 entry
-                    .fresh_until_ms
-                    .saturating_sub(entry.stored_at_ms)
+                    .fresh_until_ms()
+                    .saturating_sub(entry.stored_at_ms())
                     .div_ceil(1000)
             })
             .min(MAX_DELTA_SECONDS)
     };
-    let text = match entry.visibility {
+    let text = match entry.visibility() {
         Visibility::Public => format!("public, max-age={max_age}"),
         Visibility::Private => format!("private, max-age={max_age}"),
         Visibility::Unspecified => format!("max-age={max_age}"),
@@ -207,11 +165,6 @@ pub(crate) fn expires_after(from_ms: u64, secs: u64) -> Option<HeaderValue> {
     }
     let at = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(at))?;
     HeaderValue::from_str(&httpdate::fmt_http_date(at)).ok()
-}
-
-/// `age` in whole seconds.
-pub(crate) fn age(entry: &Entry, now_ms: u64) -> HeaderValue {
-    HeaderValue::from(entry.age_secs(now_ms))
 }
 
 #[cfg(test)]
@@ -286,28 +239,7 @@ mod tests {
         let (cc, left) = cache_control(&entry, 21_000);
         assert_eq!(cc, "max-age=60");
         assert_eq!(left, 40);
-        let mut huge = entry.clone();
-        huge.fresh_until_ms = u64::MAX;
+        let huge = Entry::new(key.bytes(), 200, vec![], "x".into(), 1_000, u64::MAX);
         assert_eq!(cache_control(&huge, 21_000).0, "max-age=2147483648");
-    }
-
-    #[test]
-    fn directives_are_case_insensitive_tokens() {
-        let cc = actix_web::http::header::CACHE_CONTROL;
-        assert!(has_directive(
-            &with(cc.clone(), &[b"max-age=0, No-Store"]),
-            &cc,
-            "no-store"
-        ));
-        assert!(!has_directive(
-            &with(cc.clone(), &[b"no-storex"]),
-            &cc,
-            "no-store"
-        ));
-        assert!(has_directive(
-            &with(cc.clone(), &[b"private=\"set-cookie\""]),
-            &cc,
-            "private"
-        ));
     }
 }

@@ -26,30 +26,44 @@
 //! ```
 //!
 //! This crate is all a user depends on: it re-exports the attribute macro and every core type.
-//! The request flow lives in [`middleware`], top to bottom.
+//! The request flow lives in `flow.rs`, top to bottom; ARCHITECTURE.md in the repository maps
+//! every module.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![deny(unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod admin;
 mod bypass;
-pub mod headers;
-pub mod http_semantics;
-pub mod middleware;
+mod config;
+mod directives;
+mod flow;
+mod headers;
+mod http_date;
+mod middleware;
 mod prepared;
+mod render;
 mod request_body;
+mod request_key;
 mod responder;
+mod rules;
+mod single_flight;
 
 pub use bypass::BypassReason;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use cache_core::RedisStore;
 pub use cache_core::{
-    async_trait, flight, key, parse_duration, policy, store, tags, time, Cache, CacheBuilder,
-    CacheError, CacheKey, CachePolicy, Entry, Event, Freshness, MemoryStore, PrimaryKey, Record,
-    Stats, Store, TierStats, Variants, Visibility,
+    async_trait, parse_duration, Cache, CacheBuilder, CacheError, CacheKey, CachePolicy, Entry,
+    Event, Freshness, MemoryStore, PrimaryKey, Record, Stats, Store, TierStats, Variants,
+    Visibility,
 };
-pub use cache_core::{codec, ClockLink};
 /// The `#[cached(...)]` attribute: see the crate README for every key.
 pub use cache_macros::cached;
-pub use http_semantics::{HttpOptions, OriginUnreachable};
-pub use middleware::CacheMiddleware;
+pub use headers::{CACHE_STATUS, CACHE_TAG, X_CACHE};
+pub use middleware::{
+    CacheMiddleware, CacheService, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_KEY_BYTES,
+};
 pub use responder::Cached;
+pub use rules::http::{HttpOptions, OriginUnreachable};

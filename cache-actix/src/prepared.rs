@@ -27,7 +27,9 @@ pub(crate) struct Head {
 impl Head {
     /// Writes the head of `entry` into `headers`, building it on the entry's first answer.
     pub(crate) fn write_for(entry: &Entry, headers: &mut HeaderMap, bodyless: bool, now_ms: u64) {
-        let prepared = entry.prepared.get_or_init(|| Arc::new(Head::build(entry)));
+        let prepared = entry
+            .prepared()
+            .get_or_init(|| Arc::new(Head::build(entry)));
         match prepared.downcast_ref::<Head>() {
             Some(head) => head.write(entry, headers, bodyless, now_ms),
             // Only this module fills the slot, so this is a Head; rebuilding is the safe answer
@@ -38,7 +40,7 @@ impl Head {
 
     fn build(entry: &Entry) -> Head {
         let stored = entry
-            .headers
+            .headers()
             .iter()
             .filter_map(|(name, value)| {
                 // Values came from valid headers; a store that hands back garbage loses that
@@ -49,13 +51,13 @@ impl Head {
                 ))
             })
             .collect();
-        let (fresh_cache_control, max_age) = h::cache_control(entry, entry.stored_at_ms);
+        let (fresh_cache_control, max_age) = h::cache_control(entry, entry.stored_at_ms());
         Head {
             stored,
-            etag: HeaderValue::from_str(&entry.etag).ok(),
-            vary: vary_field(&entry.vary),
+            etag: HeaderValue::from_str(entry.etag()).ok(),
+            vary: vary_field(entry.vary()),
             fresh_cache_control,
-            fresh_expires: h::expires_after(entry.stored_at_ms, max_age),
+            fresh_expires: h::expires_after(entry.stored_at_ms(), max_age),
         }
     }
 
@@ -79,7 +81,7 @@ impl Head {
         if let Some(vary) = &self.vary {
             headers.insert(header::VARY, vary.clone());
         }
-        if now_ms < entry.fresh_until_ms {
+        if now_ms < entry.fresh_until_ms() {
             headers.insert(header::CACHE_CONTROL, self.fresh_cache_control.clone());
             if let Some(expires) = &self.fresh_expires {
                 headers.insert(header::EXPIRES, expires.clone());

@@ -11,7 +11,7 @@ use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion
 
 fn entry(key: &PrimaryKey, tags: Vec<String>) -> Entry {
     let now = cache_core::time::now_ms();
-    let mut entry = Entry::new(
+    Entry::new(
         key.cache_key().bytes(),
         200,
         vec![(
@@ -21,9 +21,8 @@ fn entry(key: &PrimaryKey, tags: Vec<String>) -> Entry {
         Bytes::from(vec![b'x'; 1024]),
         now,
         now + 3_600_000,
-    );
-    entry.tags = tags;
-    entry
+    )
+    .with_tags(tags)
 }
 
 fn keys(c: &mut Criterion) {
@@ -91,8 +90,7 @@ fn invalidation(c: &mut Criterion) {
     runtime.block_on(async {
         for i in 0..100_000 {
             let primary = cache.primary_key(b"h", format!("/p/{i}").as_bytes(), b"");
-            let mut e = entry(&primary, vec!["products".into()]);
-            e.born = cache.begin_fill();
+            let e = entry(&primary, vec!["products".into()]).with_born(cache.begin_fill());
             let stored = cache.store(&primary, &primary.cache_key(), e).await;
             assert!(stored.is_ok(), "entry {i} was not stored");
         }

@@ -277,8 +277,8 @@ impl Cache {
     /// let cache = Cache::memory();
     /// let primary = cache.primary_key(b"h", b"/p", b"");
     /// let now = cache_core::time::now_ms();
-    /// let mut entry = Entry::new(primary.cache_key().bytes(), 200, vec![], "x".into(), now, now + 60_000);
-    /// entry.born = cache.begin_fill();
+    /// let entry = Entry::new(primary.cache_key().bytes(), 200, vec![], "x".into(), now, now + 60_000)
+    ///     .with_born(cache.begin_fill());
     /// assert!(cache.store(&primary, &primary.cache_key(), entry).await.is_ok());
     /// assert!(cache.fresh_in_l1(&primary, |_| unreachable!()).is_some());
     /// # });

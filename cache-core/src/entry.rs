@@ -23,13 +23,16 @@ pub enum Freshness {
     Expired,
 }
 
-/// A stored response.
+/// A stored response: what a [`crate::Store`] keeps, built by the middleware from a handler's
+/// answer. Its fields are read through accessors and set when it is built
+/// ([`Entry::new`] and the `with_*` methods); once stored, an entry never changes, which is what
+/// lets every hit share one copy and what a custom store may rely on.
 ///
 /// ```
 /// use cache_core::{Entry, Freshness, PrimaryKey};
 /// let key = PrimaryKey::new("", b"h", b"/", b"").cache_key();
-/// let mut entry = Entry::new(key.bytes(), 200, vec![], "hello".into(), 1_000, 31_000);
-/// entry.stale_while_revalidate_ms = 10_000;
+/// let entry = Entry::new(key.bytes(), 200, vec![], "hello".into(), 1_000, 31_000)
+///     .with_stale_while_revalidate_ms(10_000);
 /// assert_eq!(entry.freshness(30_999), Freshness::Fresh);
 /// assert_eq!(entry.freshness(35_000), Freshness::StaleWhileRevalidate);
 /// assert_eq!(entry.freshness(41_000), Freshness::Expired);
@@ -38,45 +41,45 @@ pub enum Freshness {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// The full key encoding, compared on read so that a hash collision is a miss.
-    pub key: Arc<[u8]>,
+    pub(crate) key: Arc<[u8]>,
     /// HTTP status code.
-    pub status: u16,
+    pub(crate) status: u16,
     /// Response headers as sent by the handler (lowercase names), minus the ones never replayed.
-    pub headers: Vec<(String, Bytes)>,
+    pub(crate) headers: Vec<(String, Bytes)>,
     /// The whole body.
-    pub body: Bytes,
+    pub(crate) body: Bytes,
     /// Strong entity tag, quoted: the handler's own, or a hash of the body.
-    pub etag: String,
+    pub(crate) etag: String,
     /// When the response was stored (Unix ms).
-    pub stored_at_ms: u64,
+    pub(crate) stored_at_ms: u64,
     /// Fresh until this instant (Unix ms).
-    pub fresh_until_ms: u64,
+    pub(crate) fresh_until_ms: u64,
     /// Length of the stale-while-revalidate window after `fresh_until_ms`.
-    pub stale_while_revalidate_ms: u64,
+    pub(crate) stale_while_revalidate_ms: u64,
     /// Length of the stale-if-error window after `fresh_until_ms`.
-    pub stale_if_error_ms: u64,
+    pub(crate) stale_if_error_ms: u64,
     /// Tags it was stored under (templates already filled), including the URL's implicit tag.
-    pub tags: Vec<String>,
+    pub(crate) tags: Vec<String>,
     /// Tag-clock reading taken before the handler ran; see [`crate::tags`].
-    pub born: u64,
+    pub(crate) born: u64,
     /// Lowercase names of the request headers this response varies on.
-    pub vary: Arc<[String]>,
+    pub(crate) vary: Arc<[String]>,
     /// What clients are told in `Cache-Control`.
-    pub visibility: Visibility,
+    pub(crate) visibility: Visibility,
     /// Explicit client `max-age` in seconds; `None` means the whole ttl (clients subtract `Age`).
-    pub max_age_secs: Option<u64>,
+    pub(crate) max_age_secs: Option<u64>,
     /// Whether this entry may answer a request that carries `Authorization` without varying on it.
-    pub shares_authorized: bool,
+    pub(crate) shares_authorized: bool,
     /// Whether this entry may answer a request that carries `Cookie`. False for an entry stored
     /// by a scope rule that neither varies on a cookie nor is public: the page may depend on
     /// the session the cookie names.
-    pub shares_cookied: bool,
+    pub(crate) shares_cookied: bool,
     /// Set for entries stored under HTTP semantics (RFC 9111) rather than a policy: how they may
     /// be reused and how long they are kept for revalidation.
-    pub http: Option<HttpMeta>,
+    pub(crate) http: Option<HttpMeta>,
     /// What a frontend prepared from this entry to answer hits faster (the actix middleware keeps
     /// the response headers here, built at the first answer). Not part of the stored value.
-    pub prepared: Prepared,
+    pub(crate) prepared: Prepared,
 }
 
 /// How an entry stored under HTTP semantics (RFC 9111) may be reused. Its freshness lives in
@@ -156,7 +159,7 @@ impl std::fmt::Debug for Prepared {
 
 impl Entry {
     /// A fresh entry with no stale windows, tags or vary, and a strong etag hashed from the body;
-    /// fill the public fields for more.
+    /// the `with_*` methods set the rest.
     pub fn new(
         key: Arc<[u8]>,
         status: u16,
@@ -183,7 +186,7 @@ impl Entry {
     /// use cache_core::{Entry, PrimaryKey};
     /// let key = PrimaryKey::new("", b"h", b"/", b"").cache_key();
     /// let entry = Entry::with_etag(key.bytes(), 200, vec![], "hi".into(), "\"v1\"".into(), 0, 1);
-    /// assert_eq!(entry.etag, "\"v1\"");
+    /// assert_eq!(entry.etag(), "\"v1\"");
     /// ```
     pub fn with_etag(
         key: Arc<[u8]>,
@@ -214,6 +217,176 @@ impl Entry {
             http: None,
             prepared: Prepared::default(),
         }
+    }
+
+    /// The full key encoding, compared on read so that a hash collision is a miss.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// The full key encoding, shared.
+    pub fn key_bytes(&self) -> Arc<[u8]> {
+        self.key.clone()
+    }
+
+    /// HTTP status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Response headers as stored (lowercase names, in order, repeats kept).
+    pub fn headers(&self) -> &[(String, Bytes)] {
+        &self.headers
+    }
+
+    /// The whole body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// Entity tag, quoted (empty when an HTTP-semantics response had none).
+    pub fn etag(&self) -> &str {
+        &self.etag
+    }
+
+    /// When the response's age was zero (Unix ms): when it was stored, or earlier for a
+    /// response that arrived with an `Age`.
+    pub fn stored_at_ms(&self) -> u64 {
+        self.stored_at_ms
+    }
+
+    /// Fresh until this instant (Unix ms).
+    pub fn fresh_until_ms(&self) -> u64 {
+        self.fresh_until_ms
+    }
+
+    /// Length of the stale-while-revalidate window after [`Entry::fresh_until_ms`].
+    pub fn stale_while_revalidate_ms(&self) -> u64 {
+        self.stale_while_revalidate_ms
+    }
+
+    /// Length of the stale-if-error window after [`Entry::fresh_until_ms`].
+    pub fn stale_if_error_ms(&self) -> u64 {
+        self.stale_if_error_ms
+    }
+
+    /// Tags it was stored under (templates already filled), including the URL's implicit tag.
+    pub fn tags(&self) -> &[String] {
+        &self.tags
+    }
+
+    /// The tag-clock reading taken before the handler ran: an invalidation after it makes the
+    /// entry invalid.
+    pub fn born(&self) -> u64 {
+        self.born
+    }
+
+    /// Lowercase names of the request headers this response varies on.
+    pub fn vary(&self) -> &Arc<[String]> {
+        &self.vary
+    }
+
+    /// What clients are told in `Cache-Control`.
+    pub fn visibility(&self) -> Visibility {
+        self.visibility
+    }
+
+    /// Explicit client `max-age` in seconds; `None` means the whole ttl.
+    pub fn max_age_secs(&self) -> Option<u64> {
+        self.max_age_secs
+    }
+
+    /// Whether it may answer a request that carries `Authorization` without varying on it.
+    pub fn shares_authorized(&self) -> bool {
+        self.shares_authorized
+    }
+
+    /// Whether it may answer a request that carries `Cookie`.
+    pub fn shares_cookied(&self) -> bool {
+        self.shares_cookied
+    }
+
+    /// How an entry stored under HTTP semantics may be reused; `None` for a policy's entry.
+    pub fn http(&self) -> Option<HttpMeta> {
+        self.http
+    }
+
+    /// The frontend's prepared form of this entry (the middleware's hit-path cache).
+    #[doc(hidden)]
+    pub fn prepared(&self) -> &Prepared {
+        &self.prepared
+    }
+
+    /// Sets the entity tag (quoted).
+    pub fn with_etag_value(mut self, etag: String) -> Entry {
+        self.etag = etag;
+        self
+    }
+
+    /// Sets the stored headers.
+    pub fn with_headers(mut self, headers: Vec<(String, Bytes)>) -> Entry {
+        self.headers = headers;
+        self
+    }
+
+    /// Sets the stale-while-revalidate window.
+    pub fn with_stale_while_revalidate_ms(mut self, ms: u64) -> Entry {
+        self.stale_while_revalidate_ms = ms;
+        self
+    }
+
+    /// Sets the stale-if-error window.
+    pub fn with_stale_if_error_ms(mut self, ms: u64) -> Entry {
+        self.stale_if_error_ms = ms;
+        self
+    }
+
+    /// Sets the tags (the URL's implicit tag is added when the cache stores it).
+    pub fn with_tags(mut self, tags: Vec<String>) -> Entry {
+        self.tags = tags;
+        self
+    }
+
+    /// Sets the tag-clock reading taken before the handler ran ([`crate::Cache::begin_fill`]).
+    pub fn with_born(mut self, born: u64) -> Entry {
+        self.born = born;
+        self
+    }
+
+    /// Sets the vary list (lowercase names).
+    pub fn with_vary(mut self, vary: Arc<[String]>) -> Entry {
+        self.vary = vary;
+        self
+    }
+
+    /// Sets what clients are told in `Cache-Control`.
+    pub fn with_visibility(mut self, visibility: Visibility) -> Entry {
+        self.visibility = visibility;
+        self
+    }
+
+    /// Sets the client `max-age`.
+    pub fn with_max_age_secs(mut self, secs: Option<u64>) -> Entry {
+        self.max_age_secs = secs;
+        self
+    }
+
+    /// Sets whether it may answer requests with `Authorization`.
+    pub fn with_shares_authorized(mut self, shares: bool) -> Entry {
+        self.shares_authorized = shares;
+        self
+    }
+
+    /// Sets whether it may answer requests with `Cookie`.
+    pub fn with_shares_cookied(mut self, shares: bool) -> Entry {
+        self.shares_cookied = shares;
+        self
+    }
+
+    /// Marks it as stored under HTTP semantics.
+    pub fn with_http(mut self, http: Option<HttpMeta>) -> Entry {
+        self.http = http;
+        self
     }
 
     /// Where the entry stands at `now_ms`.

@@ -19,7 +19,9 @@ fn rss_bytes() -> Option<usize> {
 fn main() {
     let before = rss_bytes().unwrap_or(0);
     let store = MemoryStore::new().max_bytes(usize::MAX);
-    let now = cache_actix::time::now_ms();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let mut payload = 0usize;
     let mut scaffolding = Vec::with_capacity(ENTRIES);
     for i in 0..ENTRIES {
@@ -35,8 +37,8 @@ fn main() {
             bytes::Bytes::from_static(b"application/json"),
         )];
         let body = bytes::Bytes::from(vec![b'x'; 64]);
-        let mut entry = Entry::new(key.bytes(), 200, headers, body, now, now + 3_600_000);
-        entry.tags = vec!["products".to_string(), format!("product:{i}")];
+        let entry = Entry::new(key.bytes(), 200, headers, body, now, now + 3_600_000)
+            .with_tags(vec!["products".to_string(), format!("product:{i}")]);
         let record = Record::Response(Arc::new(entry));
         payload += record.payload_bytes();
         store.put_now(&key, record);

@@ -1,26 +1,22 @@
-//! HTTP semantics mode: [`crate::CacheMiddleware`] as an RFC 9111 shared cache for responses
-//! that carry no `#[cached]` policy (turned on with
-//! [`crate::CacheMiddleware::http_semantics`]).
+//! The RFC 9111 rule set (the HTTP mode, [`crate::CacheMiddleware::http_semantics`]): for
+//! responses that carry no `#[cached]` policy, whether and how long they are kept comes from
+//! their own `Cache-Control`, `Expires`, `Vary` and validators.
 //!
-//! - [`directives`]: `Cache-Control` parsing;
-//! - this file: the options, what may be stored, freshness, `Age`, and the header update of a
-//!   304;
-//! - `flow`: the request flow of the mode (reuse, revalidation, invalidation, answers).
+//! What lives here: the options, reuse (freshness, the request's directives, stale answers,
+//! revalidation), what may be stored, the freshness lifetime and `Age` of a response, and the
+//! merge of a 304 into the entry it confirms.
 //!
-//! What must stay true: a response is reused only as the RFC allows a shared cache to, stored
+//! What must stay true: a response is reused only as the RFC allows a shared cache to; stored
 //! header fields are replayed as received (repeats, order within a field, odd values, the
-//! stored `Date`), and the safety defaults of the policy mode hold unless an option lifts them:
-//! no response that sets a cookie is stored, and none to a request with `Authorization` is
-//! shared unless it varies on `Authorization`.
+//! stored `Date`); a 304 merged into an entry passes the same storability rules as a full
+//! response; and the safety defaults of the policy mode hold unless an option lifts them: no
+//! response that sets a cookie is stored, and none to a request with `Authorization` is shared
+//! unless it varies on `Authorization`.
 
-mod date;
-pub(crate) mod directives;
-mod flow;
-
-pub(crate) use flow::{client_conditionals, gateway_timeout, render};
-
+use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::dev::ServiceResponse;
 use actix_web::http::{
     header::{self, HeaderMap, HeaderName, HeaderValue},
     StatusCode,
@@ -29,8 +25,11 @@ use bytes::Bytes;
 use cache_core::entry::HttpMeta;
 use cache_core::{CacheKey, Entry};
 
+use super::{millis, servable, stored, stored_fields, Asked, Exchange, Reuse, Validators};
 use crate::bypass::BypassReason;
-use directives::Directives;
+use crate::directives::{self, pragma_no_cache, Directives};
+use crate::http_date;
+use crate::request_key::rfc_vary;
 
 /// `CDN-Cache-Control` (RFC 9213).
 pub(crate) const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
@@ -160,18 +159,75 @@ impl HttpOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OriginUnreachable;
 
-/// Whether a stale HTTP-semantics `entry` may answer in place of the error `res`: the entry
-/// allows stale answers at all, and either the origin was unreachable or a `stale-if-error`
-/// window (the response's or the request's) covers it.
+/// What an HTTP-mode entry can do for a request (RFC 9111 section 4): answer while fresh and
+/// the request's `max-age`, `min-fresh` and `no-cache` accept it; answer stale where the
+/// request's `max-stale` or the response's `stale-while-revalidate` allows and nothing forbids
+/// it (`must-revalidate`, `no-cache`); else revalidate with its validators, or fill with it
+/// standing by for an error when it has none.
+pub(crate) fn reuse(entry: Arc<Entry>, meta: HttpMeta, request: &HeaderMap, now_ms: u64) -> Reuse {
+    if !servable(&entry, request) {
+        return Reuse::Fill {
+            vary: Some(entry.vary().clone()),
+            stale: None,
+        };
+    }
+    let ask = Directives::of(request, &header::CACHE_CONTROL);
+    let client_no_cache = ask.no_cache || pragma_no_cache(request);
+    let age_ms = now_ms.saturating_sub(entry.stored_at_ms());
+    let fresh_until = entry.fresh_until_ms();
+    let fresh = now_ms < fresh_until && !meta.no_cache;
+    let young_enough = ask
+        .max_age
+        .is_none_or(|max| age_ms <= max.saturating_mul(1000));
+    let fresh_enough = ask
+        .min_fresh
+        .is_none_or(|min| fresh_until.saturating_sub(now_ms) >= min.saturating_mul(1000));
+    if fresh && !client_no_cache && young_enough && fresh_enough {
+        return Reuse::Fresh(entry);
+    }
+    let stale_by = now_ms.saturating_sub(fresh_until);
+    let may_serve_stale =
+        !fresh && !meta.must_revalidate && !meta.no_cache && !client_no_cache && young_enough;
+    if may_serve_stale {
+        let within_max_stale = ask
+            .max_stale
+            .is_some_and(|max| max.is_none_or(|s| stale_by <= s.saturating_mul(1000)));
+        if within_max_stale {
+            return Reuse::Stale(entry);
+        }
+        if stale_by < entry.stale_while_revalidate_ms() {
+            return Reuse::StaleWhileRevalidate(entry);
+        }
+    }
+    let validators = Validators {
+        etag: HeaderValue::from_str(entry.etag())
+            .ok()
+            .filter(|_| !entry.etag().is_empty()),
+        last_modified: stored(&entry, "last-modified"),
+    };
+    if validators.etag.is_none() && validators.last_modified.is_none() {
+        // Whether the entry may stand in for an error is decided when the error comes.
+        return Reuse::Fill {
+            vary: Some(entry.vary().clone()),
+            stale: Some(entry),
+        };
+    }
+    Reuse::Revalidate { entry, validators }
+}
+
+/// Whether a stale HTTP-mode `entry` may answer in place of the error `res`: the entry allows
+/// stale answers at all, and either the origin was unreachable ([`OriginUnreachable`]) or a
+/// `stale-if-error` window (the response's or the request's) covers it.
 pub(crate) fn may_serve_stale_on_error<B>(
     entry: &Entry,
-    res: &actix_web::dev::ServiceResponse<B>,
+    meta: HttpMeta,
+    res: &ServiceResponse<B>,
+    now_ms: u64,
 ) -> bool {
-    let meta = entry.http.unwrap_or_default();
     if meta.must_revalidate || meta.no_cache {
         return false;
     }
-    let stale_by = cache_core::time::now_ms().saturating_sub(entry.fresh_until_ms);
+    let stale_by = now_ms.saturating_sub(entry.fresh_until_ms());
     let asked = Directives::of(res.request().headers(), &header::CACHE_CONTROL)
         .stale_if_error
         .is_some_and(|s| stale_by <= s.saturating_mul(1000));
@@ -179,7 +235,7 @@ pub(crate) fn may_serve_stale_on_error<B>(
         .extensions()
         .get::<OriginUnreachable>()
         .is_some()
-        || stale_by < entry.stale_if_error_ms
+        || stale_by < entry.stale_if_error_ms()
         || asked
 }
 
@@ -196,47 +252,30 @@ const UNDERSTOOD_STATUSES: &[u16] = &[
     200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
 ];
 
-/// Response header fields never stored besides the hop-by-hop ones: the length (actix writes
-/// it from the body) and the cache's own.
-const NOT_STORED: &[&str] = &["content-length", "x-cache", "cache-status", "cache-tag"];
-
 /// Fields a 304 never changes in the stored response (RFC 9111 section 3.2): the length, and
 /// the ones that describe the stored body itself.
 const NOT_UPDATED: &[&str] = &["content-length", "content-encoding", "content-range"];
 
-/// When the request left and the response arrived (Unix ms), for the age calculation.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Exchange {
-    pub request_ms: u64,
-    pub response_ms: u64,
-}
-
-/// What of the request decides whether its response may be stored.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Asked {
-    /// The request's own `Cache-Control: no-store`.
-    pub no_store: bool,
-    /// It carried `Authorization`.
-    pub auth: bool,
-    /// It carried `Cookie`.
-    pub cookie: bool,
-}
-
-impl Asked {
-    pub(crate) fn of(request: &HeaderMap) -> Asked {
-        Asked {
-            no_store: Directives::of(request, &header::CACHE_CONTROL).no_store,
-            auth: request.contains_key(header::AUTHORIZATION),
-            cookie: request.contains_key(header::COOKIE),
-        }
-    }
-}
-
 /// Whether a shared cache may store a response (RFC 9111 section 3) under `options`, for a
-/// request described by `asked`. Stricter than the RFC in one more way than the options say:
+/// GET described by `asked`. Stricter than the RFC in one more way than the options say:
 /// the response to a request with `Cookie` is stored only if it varies on `Cookie` or says
 /// `public`, since a page answered to a session may show that session.
-pub(crate) fn storable(
+pub(crate) fn admit(
+    status: StatusCode,
+    response: &HeaderMap,
+    asked: Asked,
+    options: &HttpOptions,
+) -> Result<(), BypassReason> {
+    storable(status, response, asked, options)?;
+    if asked.head {
+        // A HEAD's answer may lack the body a GET would get.
+        return Err(BypassReason::Method);
+    }
+    Ok(())
+}
+
+/// [`admit`] for any method: the rules a 304's merged fields pass too.
+fn storable(
     status: StatusCode,
     response: &HeaderMap,
     asked: Asked,
@@ -285,7 +324,7 @@ pub(crate) fn storable(
 }
 
 /// The lowercase names in `Vary`, or `None` for `Vary: *` (never matches a later request).
-pub(crate) fn vary_names(headers: &HeaderMap) -> Option<Vec<String>> {
+fn vary_names(headers: &HeaderMap) -> Option<Vec<String>> {
     let mut names = Vec::new();
     for value in headers.get_all(header::VARY) {
         let text = value.to_str().ok()?;
@@ -302,9 +341,15 @@ pub(crate) fn vary_names(headers: &HeaderMap) -> Option<Vec<String>> {
     Some(names)
 }
 
+/// The vary list an HTTP-mode entry is keyed under: the response's `Vary` names, with
+/// `Accept-Language` normalised the RFC's way. Empty for `Vary: *`, which [`admit`] refuses.
+pub(crate) fn keyed_vary(response: &HeaderMap) -> Vec<String> {
+    rfc_vary(vary_names(response).unwrap_or_default())
+}
+
 /// An HTTP date in Unix ms; `None` when malformed.
 pub(crate) fn http_date_ms(value: &HeaderValue) -> Option<u64> {
-    date::parse(value.to_str().ok()?)?.checked_mul(1000)
+    http_date::parse(value.to_str().ok()?)?.checked_mul(1000)
 }
 
 /// The `Age` of a response in seconds: the first member of the field's combined list (RFC
@@ -321,7 +366,7 @@ fn age_secs(headers: &HeaderMap) -> u64 {
 }
 
 /// How long a response stays fresh, and its age when received: everything its entry needs.
-pub(crate) struct Freshness {
+struct Freshness {
     /// The instant the response's age was zero (Unix ms).
     pub age_origin_ms: u64,
     pub lifetime_ms: u64,
@@ -332,7 +377,7 @@ pub(crate) struct Freshness {
 
 /// Freshness lifetime (RFC 9111 4.2.1, shared cache: `s-maxage`, `max-age`, `Expires - Date`,
 /// then heuristics) and the corrected initial age (4.2.3) of a response.
-pub(crate) fn freshness(
+fn freshness(
     status: StatusCode,
     headers: &HeaderMap,
     exchange: Exchange,
@@ -402,40 +447,9 @@ pub(crate) fn freshness(
     }
 }
 
-/// A duration in whole milliseconds, saturating.
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// The header fields of a response as they will be stored: in order, repeats kept, minus the
-/// ones never stored and any named in `Connection`.
-pub(crate) fn stored_fields(headers: &HeaderMap) -> Vec<(String, Bytes)> {
-    let connection: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .collect();
-    headers
-        .iter()
-        .filter(|(name, _)| {
-            let name = name.as_str();
-            !crate::headers::HOP_BY_HOP.contains(&name)
-                && !NOT_STORED.contains(&name)
-                && !connection.iter().any(|c| c == name)
-        })
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                Bytes::copy_from_slice(value.as_bytes()),
-            )
-        })
-        .collect()
-}
-
 /// The entry for a response stored under HTTP semantics (tags: none beyond the URL's, which
 /// `Cache::store` adds).
-pub(crate) fn build_entry(
+pub(crate) fn entry(
     key: &CacheKey,
     status: StatusCode,
     headers: &HeaderMap,
@@ -450,32 +464,83 @@ pub(crate) fn build_entry(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let mut entry = Entry::with_etag(
+    let vary = keyed_vary(headers);
+    let shares_authorized = options.share_authorized || vary.iter().any(|v| v == "authorization");
+    let entry = Entry::with_etag(
         key.bytes(),
         status.as_u16(),
-        stored_fields(headers),
+        stored_fields(headers, &[]),
         body,
         etag,
         fresh.age_origin_ms,
         fresh.age_origin_ms.saturating_add(fresh.lifetime_ms),
     );
-    entry.stale_while_revalidate_ms = fresh.swr_ms;
-    entry.stale_if_error_ms = fresh.sie_ms;
-    entry.born = born;
-    if let Some(names) = vary_names(headers).filter(|n| !n.is_empty()) {
-        entry.vary = crate::middleware::rfc_vary(names).into();
-    }
-    entry.shares_authorized =
-        options.share_authorized || entry.vary.iter().any(|v| v == "authorization");
-    entry.http = Some(fresh.meta);
+    let entry = if vary.is_empty() {
+        entry
+    } else {
+        entry.with_vary(vary.into())
+    };
     entry
+        .with_stale_while_revalidate_ms(fresh.swr_ms)
+        .with_stale_if_error_ms(fresh.sie_ms)
+        .with_born(born)
+        .with_shares_authorized(shares_authorized)
+        .with_http(Some(fresh.meta))
+}
+
+/// Why a 304 was not merged into the entry it confirmed, and whether the origin withdrew the
+/// response from shared caches (`private` or `no-store` on the 304), so that the stored entry
+/// must go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NotMerged {
+    pub(crate) reason: BypassReason,
+    pub(crate) withdrawn: bool,
+}
+
+/// `entry` refreshed by a 304 (RFC 9111 section 4.3.4) received in `exchange`, born at `born`,
+/// and whether it may be stored; it answers the client that asked either way.
+///
+/// The merged fields are a new response as far as storing goes: the client that asked gets its
+/// own answer, but what it may not share stays out of the entry. Only the response's side is
+/// weighed: the body was stored for a request that passed the request's rules, and a client's
+/// own `no-store` keeps only its answer out (and never purges).
+pub(crate) fn merge(
+    entry: &Entry,
+    not_modified: &HeaderMap,
+    asked: Asked,
+    key: &CacheKey,
+    exchange: Exchange,
+    born: u64,
+    options: &HttpOptions,
+) -> (Entry, Result<(), NotMerged>) {
+    let merged = updated_fields(entry, not_modified);
+    let status = StatusCode::from_u16(entry.status()).unwrap_or(StatusCode::OK);
+    let updated = self::entry(
+        key,
+        status,
+        &merged,
+        entry.body().clone(),
+        exchange,
+        born,
+        options,
+    );
+    let verdict = match storable(status, &merged, Asked::default(), options) {
+        Ok(()) if asked.no_store => Err(BypassReason::NoStore),
+        verdict => verdict,
+    };
+    let verdict = verdict.map_err(|reason| NotMerged {
+        reason,
+        withdrawn: !asked.no_store
+            && matches!(reason, BypassReason::NoStore | BypassReason::Private),
+    });
+    (updated, verdict)
 }
 
 /// The stored fields of `entry` updated by a 304 (RFC 9111 section 3.2): every field the 304
 /// carries replaces the stored lines of that name, except the ones never updated.
 pub(crate) fn updated_fields(entry: &Entry, not_modified: &HeaderMap) -> HeaderMap {
     let mut merged = HeaderMap::new();
-    for (name, value) in &entry.headers {
+    for (name, value) in entry.headers() {
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_maybe_shared(value.clone()),
@@ -483,7 +548,7 @@ pub(crate) fn updated_fields(entry: &Entry, not_modified: &HeaderMap) -> HeaderM
             merged.append(name, value);
         }
     }
-    let fresh: Vec<(String, Bytes)> = stored_fields(not_modified);
+    let fresh: Vec<(String, Bytes)> = stored_fields(not_modified, &[]);
     let mut replaced: Vec<&str> = Vec::new();
     for (name, value) in &fresh {
         if NOT_UPDATED.contains(&name.as_str()) {
@@ -504,18 +569,59 @@ pub(crate) fn updated_fields(entry: &Entry, not_modified: &HeaderMap) -> HeaderM
     merged
 }
 
-/// The `Age` of an answer from `entry` at `now_ms`, in whole seconds.
-pub(crate) fn current_age_secs(entry: &Entry, now_ms: u64) -> u64 {
-    now_ms.saturating_sub(entry.stored_at_ms) / 1000
+/// The `Location` and `Content-Location` targets of a successful unsafe request's response
+/// that name the same origin (`authority` is the request's `scheme://host`, `path` its path),
+/// as (path, query): RFC 9111 section 4.4 has a cache invalidate them with the target URI.
+pub(crate) fn invalidated_targets(
+    authority: &[u8],
+    path: &str,
+    response: &HeaderMap,
+) -> Vec<(String, String)> {
+    [header::LOCATION, header::CONTENT_LOCATION]
+        .iter()
+        .flat_map(|name| response.get_all(name))
+        .filter_map(|value| value.to_str().ok())
+        .filter_map(|target| resolve(authority, path, target))
+        .collect()
 }
 
-/// The first stored line of `name` in `entry`.
-pub(crate) fn stored(entry: &Entry, name: &str) -> Option<HeaderValue> {
-    entry
-        .headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .and_then(|(_, v)| HeaderValue::from_maybe_shared(v.clone()).ok())
+/// Resolves a `Location` / `Content-Location` reference against the request's path; `None`
+/// when it names another origin (`authority` is the request's `scheme://host`) or cannot be
+/// read.
+fn resolve(authority: &[u8], base_path: &str, target: &str) -> Option<(String, String)> {
+    let target = target.trim();
+    let path_and_query = if target.contains("://") {
+        let scheme_end = target.find("://")? + 3;
+        let host_end = target[scheme_end..]
+            .find(['/', '?', '#'])
+            .map_or(target.len(), |i| scheme_end + i);
+        if !target.as_bytes()[..host_end].eq_ignore_ascii_case(authority) {
+            return None;
+        }
+        let rest = &target[host_end..];
+        if rest.is_empty() {
+            "/".to_string()
+        } else {
+            rest.to_string()
+        }
+    } else if target.starts_with("//") {
+        return None;
+    } else if target.starts_with('/') {
+        target.to_string()
+    } else {
+        let dir = &base_path[..base_path.rfind('/').map_or(0, |i| i + 1)];
+        format!("{dir}{target}")
+    };
+    let path_and_query = path_and_query
+        .split('#')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p.to_string(), q.to_string()),
+        None => (path_and_query, String::new()),
+    };
+    Some((path, query))
 }
 
 #[cfg(test)]
@@ -701,13 +807,12 @@ mod tests {
     #[test]
     fn a_304_replaces_fields_but_not_the_length_or_encoding() {
         let key = cache_core::PrimaryKey::new("", b"h", b"/", b"").cache_key();
-        let mut entry = Entry::new(key.bytes(), 200, vec![], "x".into(), 0, 1);
-        entry.headers = vec![
+        let entry = Entry::new(key.bytes(), 200, vec![], "x".into(), 0, 1).with_headers(vec![
             ("x-a".into(), Bytes::from_static(b"1")),
             ("x-a".into(), Bytes::from_static(b"2")),
             ("content-encoding".into(), Bytes::from_static(b"gzip")),
             ("x-b".into(), Bytes::from_static(b"keep")),
-        ];
+        ]);
         let merged = updated_fields(
             &entry,
             &headers(&[("x-a", "3"), ("content-encoding", "br"), ("x-c", "new")]),
@@ -717,5 +822,24 @@ mod tests {
         assert_eq!(merged.get("content-encoding").unwrap(), "gzip");
         assert_eq!(merged.get("x-b").unwrap(), "keep");
         assert_eq!(merged.get("x-c").unwrap(), "new");
+    }
+
+    #[test]
+    fn location_targets_resolve_on_the_same_host_only() {
+        let r = |t| resolve(b"http://example.com", "/a/b", t);
+        assert_eq!(r("/x?q=1"), Some(("/x".into(), "q=1".into())));
+        assert_eq!(r("c"), Some(("/a/c".into(), String::new())));
+        assert_eq!(
+            r("http://example.com/y#frag"),
+            Some(("/y".into(), String::new()))
+        );
+        assert_eq!(r("http://other.com/y"), None);
+        assert_eq!(
+            r("https://example.com/y"),
+            None,
+            "another scheme is another origin"
+        );
+        assert_eq!(r("http://example.com.evil/y"), None);
+        assert_eq!(r("//other.com/y"), None);
     }
 }
