@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README gives it and .ci/run calls it, on a fresh Debian machine
-# with Rust: formatting, lints, then every test of the workspace (unit, doc, trybuild, and the
-# integration tests against real servers) in one shared build.
+# with Rust: formatting, lints, the docs, then every test of the workspace (unit, doc, trybuild,
+# and the integration tests against real servers) in one shared build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +19,11 @@ cargo fmt --all -- --check
 
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+
+echo "== cargo doc -D warnings"
+# Broken or private intra-doc links, bad code spans and unclosed HTML in the public docs fail here
+# rather than on docs.rs.
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 
 echo "== cargo test"
 # The randomized checker and the concurrency tests are worth running optimised; one profile for

@@ -1,15 +1,18 @@
 //! The `#[cached(...)]` attribute of `cache-actix`. Users reach it as `cache_actix::cached`;
-//! nothing else in this crate is public.
+//! nothing else in this crate is public. Depend on `cache-actix`, not on this crate: the code the
+//! attribute generates names `::cache_actix` items. The runnable examples live in cache-actix's
+//! documentation (its crate-level example and the README's policy section) and in its tests.
 //!
-//! What lives here: the attribute's entry point, which ties together [`args`] (parse and validate
-//! the arguments, check tag placeholders against the route) and [`expand`] (check the fn's shape
-//! and generate the wrapper).
+//! What lives here: the attribute's entry point, which ties together the private `args` module
+//! (parse and validate the arguments, check tag placeholders against the route) and the private
+//! `expand` module (check the fn's shape and generate the wrapper).
 //!
 //! What must stay true: the macro never panics on user input. Every problem becomes a
 //! `compile_error!` spanned on the offending token, and the original fn is emitted beside the
 //! errors, so one mistake in the attribute does not turn into a cascade of "cannot find
 //! `get_product`" errors wherever the handler is registered.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod args;
 mod expand;
@@ -22,16 +25,29 @@ use crate::args::CacheArgs;
 
 /// Caches the responses of an actix-web handler.
 ///
-/// ```ignore
-/// use actix_web::{get, web, Responder};
-/// use cache_actix::cached;
+/// The example is not compiled here: a proc-macro crate cannot use its own macro in a doctest,
+/// and the expansion names `::cache_actix` items. It is compiled and run, with a
+/// `CacheMiddleware` in front of the handler, in cache-actix's crate documentation; every key and
+/// placement is compiled in cache-actix's `tests/ui/pass_every_key.rs`, and the behaviour behind
+/// the middleware is tested in its `tests/macros.rs`.
 ///
-/// /// The product page; cached for 30 seconds, dropped when either tag is invalidated.
+/// ```ignore
+/// use actix_web::{get, web, App, Responder};
+/// use cache_actix::{cached, Cache, CacheMiddleware};
+///
+/// /// The product page; fresh for 30 seconds, one entry per `Authorization` value, dropped when
+/// /// either tag is invalidated (`cache.invalidate_tag("product:7")` drops only product 7).
 /// #[cached(ttl = 30, vary = "Authorization", tags = ["products", "product:{id}"])]
 /// #[get("/products/{id}")]
 /// async fn get_product(id: web::Path<u32>) -> impl Responder {
 ///     format!("product {id}")
 /// }
+///
+/// // The attribute only attaches a policy; the middleware on the scope does the caching.
+/// let cache = Cache::memory();
+/// let app = App::new()
+///     .app_data(web::Data::new(cache.clone()))
+///     .service(web::scope("").wrap(CacheMiddleware::new(cache)).service(get_product));
 /// ```
 ///
 /// The handler keeps its name, attributes and extractors; its result is wrapped in
@@ -45,17 +61,19 @@ use crate::args::CacheArgs;
 /// |-----|-------|
 /// | `ttl` | seconds (`30`) or a duration string (`"30s"`, `"5m"`, `"1h"`, `"1d"`); not zero |
 /// | `vary` | a header name or a list of them: `"Authorization"`, `["Authorization", "Accept-Language"]` |
+/// | `vary_cookie` | a cookie name or a list of them: `"sid"`, `["sid", "lang"]`; keys on those cookies' values, not on the whole `Cookie` header |
 /// | `tags` | a list of tags; `{name}` is filled from the route's match info: `["products", "product:{id}"]` |
 /// | `stale_while_revalidate` | duration; how long a stale copy may be served while one refresh runs |
 /// | `stale_if_error` | duration; how long a stale copy may be served when the handler fails |
-/// | `max_age` | duration; the client `max-age` (default: what remains of the ttl) |
+/// | `max_age` | duration; the client `max-age` (default: the whole ttl; clients subtract `Age`) |
 /// | `private` / `public` | flag (or `= true`); what `Cache-Control` tells clients; not both |
 /// | `statuses` | extra status codes to store: `[404, 301]` (by default only 2xx except 206) |
 ///
-/// Rejected at compile time, with the error on the offending token: unknown or repeated keys,
-/// `ttl = 0`, invalid header names, tags with unbalanced braces, a tag `{name}` that the route of
-/// an actix route attribute on the same fn does not define, a fn that is not `async`, takes
-/// `self`, or has no return type.
+/// Rejected at compile time, with the error on the offending token: unknown or repeated keys, a
+/// missing `ttl`, `ttl = 0`, invalid header or cookie names, status codes outside 100..=599, tags
+/// with unbalanced braces, `private` together with `public`, a tag `{name}` that the route of an
+/// actix route attribute on the same fn does not define, a fn that is not `async`, takes `self`,
+/// or has no return type.
 ///
 /// The route check only sees a route attribute written *below* `#[cached]` (actix consumes the
 /// ones above first). It checks against that attribute's own path, so a tag that uses a parameter
