@@ -43,11 +43,11 @@ pub use bypass::BypassReason;
 #[cfg(feature = "redis")]
 pub use cache_core::RedisStore;
 pub use cache_core::{
-    async_trait, flight, key, parse_duration, policy, store, tags, time, Cache, CacheBuilder,
-    CacheError, CacheKey, CachePolicy, Entry, Event, Freshness, MemoryStore, PrimaryKey, Record,
-    Stats, Store, TierStats, Variants, Visibility,
+    async_trait, flight, key, parse_duration, policy, tags, time, Cache, CacheBuilder, CacheError,
+    CacheKey, CachePolicy, Entry, Event, Freshness, MemoryStore, PrimaryKey, Record, Stats, Store,
+    TierStats, Variants, Visibility,
 };
-pub use cache_core::{codec, ClockLink};
+pub use cache_core::{codec, ClockAuthority, ClockLink};
 /// The `#[cached(...)]` attribute: see the crate README for every key.
 pub use cache_macros::cached;
 pub use http_semantics::{HttpOptions, OriginUnreachable};
