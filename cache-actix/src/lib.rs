@@ -58,6 +58,9 @@ pub use cache_core::{
     Event, Freshness, MemoryStore, PrimaryKey, Record, Stats, Store, TierStats, Variants,
     Visibility,
 };
+/// For a custom [`Store`]: the versioned binary form of records, and the clock authority a
+/// store shared by several processes may take on.
+pub use cache_core::{codec, ClockAuthority, ClockLink};
 /// The `#[cached(...)]` attribute: see the crate README for every key.
 pub use cache_macros::cached;
 pub use headers::{CACHE_STATUS, CACHE_TAG, X_CACHE};

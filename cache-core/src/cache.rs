@@ -12,12 +12,14 @@ use crate::entry::{Entry, Freshness};
 use crate::flight::Flights;
 use crate::key::{CacheKey, KeySeed, PrimaryKey, QueryOrder};
 use crate::stats::{Event, Recorder, Stats, Tier};
-use crate::store::{memory::MemoryStore, ClockLink, Record, Store, Variants};
+use crate::store::{ClockAuthority, ClockLink, MemoryStore, Record, Store, Variants};
 use crate::tags::TagClocks;
 use crate::time::now_ms;
 use crate::CacheError;
 
 /// What a lookup found.
+// Hidden: only the cache-actix middleware reads it; public because that is another crate.
+#[doc(hidden)]
 #[derive(Debug, Clone)]
 pub enum Lookup {
     /// A fresh, valid entry.
@@ -38,16 +40,13 @@ pub enum Lookup {
 }
 
 struct Inner {
-    l1: Option<MemoryStore>,
+    /// This node's clocks, L1, L1 liveness and namespace: the state a clock authority keeps in
+    /// line (it holds a clone).
+    local: ClockLink,
     l2: Option<Arc<dyn Store>>,
-    namespace: String,
+    /// The L2 again when it is the authority on tag clocks (Redis).
+    authority: Option<Arc<dyn ClockAuthority>>,
     seed: KeySeed,
-    clocks: Arc<TagClocks>,
-    /// Whether the L1 may be read and filled. Always true unless the L2 keeps the clocks and
-    /// cannot currently vouch that its invalidations reach this process.
-    l1_live: Arc<AtomicBool>,
-    /// Whether the L2 is the authority on tag clocks (Redis).
-    shared_clocks: bool,
     flights: Flights<Arc<Entry>>,
     stats: Recorder,
     stores_since_prune: AtomicU64,
@@ -73,8 +72,8 @@ pub struct Cache {
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
-            .field("namespace", &self.inner.namespace)
-            .field("l1", &self.inner.l1)
+            .field("namespace", &self.inner.local.namespace)
+            .field("l1", &self.inner.local.l1)
             .field("l2", &self.inner.l2.is_some())
             .finish()
     }
@@ -92,6 +91,7 @@ impl std::fmt::Debug for Cache {
 pub struct CacheBuilder {
     l1: Option<MemoryStore>,
     l2: Option<Arc<dyn Store>>,
+    authority: Option<Arc<dyn ClockAuthority>>,
     namespace: String,
     secret: Option<Vec<u8>>,
 }
@@ -103,9 +103,13 @@ impl CacheBuilder {
         self
     }
 
-    /// The shared tier (a `RedisStore`, or any [`Store`]).
+    /// The shared tier (a `RedisStore`, or any [`Store`]). If the store is a
+    /// [`ClockAuthority`] ([`Store::clock_authority`] says so), the cache takes its tag clocks
+    /// from it; otherwise its own clocks are the authority, for this process only.
     pub fn l2<S: Store>(mut self, store: S) -> Self {
-        self.l2 = Some(Arc::new(store));
+        let store = Arc::new(store);
+        self.authority = Arc::clone(&store).clock_authority();
+        self.l2 = Some(store);
         self
     }
 
@@ -154,7 +158,7 @@ impl CacheBuilder {
             (None, None) => Some(MemoryStore::new()),
             _ => self.l1,
         };
-        let shared_clocks = self.l2.as_ref().is_some_and(|l2| l2.keeps_clocks());
+        let shared_clocks = self.authority.is_some();
         let clocks = Arc::new(if shared_clocks {
             TagClocks::shared()
         } else {
@@ -162,23 +166,16 @@ impl CacheBuilder {
         });
         // A shared-clock cache starts out of sync: its subscription is not up yet.
         let l1_live = Arc::new(AtomicBool::new(!shared_clocks));
-        if let (true, Some(l2)) = (shared_clocks, &self.l2) {
-            l2.attach(ClockLink::new(
-                clocks.clone(),
-                l1.clone(),
-                l1_live.clone(),
-                self.namespace.clone(),
-            ));
+        let local = ClockLink::new(clocks, l1, l1_live, self.namespace);
+        if let Some(authority) = &self.authority {
+            authority.attach(local.clone());
         }
         Cache {
             inner: Arc::new(Inner {
-                l1,
+                local,
                 l2: self.l2,
-                namespace: self.namespace,
+                authority: self.authority,
                 seed,
-                clocks,
-                l1_live,
-                shared_clocks,
                 flights: Flights::default(),
                 stats: Recorder::default(),
                 stores_since_prune: AtomicU64::new(0),
@@ -213,12 +210,12 @@ impl Cache {
     /// assert!(cache_core::Cache::memory().in_sync());
     /// ```
     pub fn in_sync(&self) -> bool {
-        self.inner.l1_live.load(Ordering::Acquire)
+        self.inner.local.l1_live.load(Ordering::Acquire)
     }
 
     /// The namespace every key is built in.
     pub fn namespace(&self) -> &str {
-        &self.inner.namespace
+        &self.inner.local.namespace
     }
 
     /// The primary key of a request in this cache's namespace.
@@ -244,7 +241,7 @@ impl Cache {
     ) -> PrimaryKey {
         PrimaryKey::seeded(
             self.inner.seed,
-            &self.inner.namespace,
+            &self.inner.local.namespace,
             host,
             path,
             query,
@@ -253,16 +250,22 @@ impl Cache {
     }
 
     /// Single-flight registry for fills, keyed by primary or variant key hash.
+    // Hidden: only the cache-actix middleware calls it; public because that is another crate.
+    #[doc(hidden)]
     pub fn flights(&self) -> &Flights<Arc<Entry>> {
         &self.inner.flights
     }
 
     /// The tag-clock reading a fill must carry as its entry's `born`; take it before the handler runs.
+    // Hidden: only the cache-actix middleware calls it; public because that is another crate.
+    #[doc(hidden)]
     pub fn begin_fill(&self) -> u64 {
-        self.inner.clocks.now()
+        self.inner.local.clocks.now()
     }
 
     /// Counts an event in [`Cache::stats`] and the `metrics` facade.
+    // Hidden: only the cache-actix middleware calls it; public because that is another crate.
+    #[doc(hidden)]
     pub fn record(&self, event: Event) {
         self.inner.stats.record(event);
     }
@@ -283,6 +286,8 @@ impl Cache {
     /// assert!(cache.fresh_in_l1(&primary, |_| unreachable!()).is_some());
     /// # });
     /// ```
+    // Hidden: only the cache-actix middleware calls it; public because that is another crate.
+    #[doc(hidden)]
     pub fn fresh_in_l1(
         &self,
         primary: &PrimaryKey,
@@ -305,6 +310,8 @@ impl Cache {
 
     /// Finds what is stored for a request. `variant` builds the variant key from the request's
     /// headers for a vary list.
+    // Hidden: only the cache-actix middleware calls it; public because that is another crate.
+    #[doc(hidden)]
     pub async fn lookup(
         &self,
         primary: &PrimaryKey,
@@ -344,8 +351,11 @@ impl Cache {
     }
 
     /// Whether the tag clocks still accept `entry`.
+    // Hidden: only the cache-actix middleware calls it; public because that is another crate.
+    #[doc(hidden)]
     pub fn is_valid(&self, entry: &Entry) -> bool {
         self.inner
+            .local
             .clocks
             .is_valid(entry.born, entry.tags.iter().map(String::as_str))
     }
@@ -361,9 +371,10 @@ impl Cache {
     /// The L1, if there is one and it may be used right now.
     fn l1(&self) -> Option<&MemoryStore> {
         self.inner
+            .local
             .l1
             .as_ref()
-            .filter(|_| self.inner.l1_live.load(Ordering::Acquire))
+            .filter(|_| self.inner.local.l1_live.load(Ordering::Acquire))
     }
 
     /// The record under `key`, from the L1 or else the L2, if its full key matches and the tag
@@ -450,6 +461,8 @@ impl Cache {
     /// entry, or `Err` with the same entry, not kept, when a tag was invalidated while the
     /// handler ran or the store refused it; either way the caller can answer with it (the entry
     /// is handed back rather than cloned up front, because a miss should not copy a response).
+    // Hidden: only the cache-actix middleware calls it; public because that is another crate.
+    #[doc(hidden)]
     pub async fn store(
         &self,
         primary: &PrimaryKey,
@@ -463,7 +476,7 @@ impl Cache {
             return Err(Arc::new(entry));
         }
         let life = entry.expires_at_ms().saturating_sub(entry.stored_at_ms);
-        self.inner.clocks.note_lifetime(life);
+        self.inner.local.clocks.note_lifetime(life);
         let entry = Arc::new(entry);
         if !entry.vary.is_empty() {
             let variants = Variants {
@@ -510,20 +523,109 @@ impl Cache {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok();
         if due {
-            self.inner.clocks.prune();
+            self.inner.local.clocks.prune();
             if let Some(l1) = self.l1() {
                 l1.reclaim_expired();
             }
         }
     }
 
-    /// Invalidates one tag: when this resolves `Ok`, no later lookup on this node returns an entry
-    /// stored under it before the call, including fills still running.
+    /// Invalidates one tag, at the cost of one clock write whatever the number of entries under
+    /// it (see [`crate::tags`]).
+    ///
+    /// # Guarantees
+    ///
+    /// `Ok` means: no later request on this node is answered (fresh or stale) from an entry
+    /// stored under `tag` before the call, and a fill that was running during the call is not
+    /// stored as valid. With an L2 that is a [`ClockAuthority`] (`RedisStore`), the tick is in
+    /// the shared clocks before `Ok`, so every node refuses to store such fills, and another
+    /// node sharing the L2 stops answering from such entries once its subscription has delivered
+    /// the invalidation (the pub/sub delay; with `RedisStore::strict_reads`, its reads from
+    /// Redis stop at once, its L1 copies on delivery). A node whose subscription is down does not
+    /// use its L1 and serves from Redis only what the clocks in Redis accept. With a plain
+    /// [`Store`] as L2, only this node hears of it: other processes sharing that store keep
+    /// answering from it until its entries expire.
+    ///
+    /// `Err` (the authority failed or did not answer in time): this node still keeps the
+    /// promise, more bluntly: it drops its L1 and refuses everything stored or begun so far.
+    /// Other nodes may or may not have heard of it; call again.
+    ///
+    /// ```
+    /// # use cache_core::{Cache, Entry, Lookup};
+    /// # fn fill_starts(cache: &Cache) -> u64 { cache.begin_fill() }
+    /// # async fn fill_ends(cache: &Cache, born: u64, path: &str, tags: &[&str]) -> bool {
+    /// #     let primary = cache.primary_key(b"shop.example", path.as_bytes(), b"");
+    /// #     let now = cache_core::time::now_ms();
+    /// #     let mut entry = Entry::new(primary.cache_key().bytes(), 200, vec![], "body".into(), now, now + 60_000);
+    /// #     entry.born = born;
+    /// #     entry.tags = tags.iter().map(|t| t.to_string()).collect();
+    /// #     cache.store(&primary, &primary.cache_key(), entry).await.is_ok()
+    /// # }
+    /// # async fn fill(cache: &Cache, path: &str, tags: &[&str]) -> bool { fill_ends(cache, fill_starts(cache), path, tags).await }
+    /// # async fn answered(cache: &Cache, path: &str) -> bool {
+    /// #     let primary = cache.primary_key(b"shop.example", path.as_bytes(), b"");
+    /// #     matches!(cache.lookup(&primary, |_| unreachable!()).await, Lookup::Fresh(_))
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// // `fill` stands for a request whose response the middleware stores (`fill_starts` and
+    /// // `fill_ends` for one whose handler is still running in between), `answered` for a
+    /// // request the cache answers.
+    /// let cache = Cache::memory();
+    /// assert!(fill(&cache, "/products/1", &["products"]).await);
+    /// let in_flight = fill_starts(&cache);
+    /// cache.invalidate_tag("products").await?;
+    /// assert!(!answered(&cache, "/products/1").await, "stored before the call");
+    /// assert!(!fill_ends(&cache, in_flight, "/products/2", &["products"]).await, "in flight");
+    /// assert!(fill(&cache, "/products/1", &["products"]).await, "begun after the call");
+    /// assert!(answered(&cache, "/products/1").await);
+    /// # Ok::<(), cache_core::CacheError>(())
+    /// # }).unwrap();
+    /// ```
     pub async fn invalidate_tag(&self, tag: impl Into<String>) -> Result<(), CacheError> {
         self.invalidate_tags([tag]).await
     }
 
-    /// Invalidates several tags at once (one clock tick).
+    /// Invalidates several tags at once: one clock tick, one round trip to a shared authority.
+    ///
+    /// # Guarantees
+    ///
+    /// The guarantees of [`Cache::invalidate_tag`], for every tag given, with one tick: a
+    /// shared authority applies all of them or none (`RedisStore` runs it as one script), and
+    /// counts as one invalidation in [`Cache::stats`]. No tags is `Ok` and does nothing.
+    ///
+    /// ```
+    /// # use cache_core::{Cache, Entry, Lookup};
+    /// # fn fill_starts(cache: &Cache) -> u64 { cache.begin_fill() }
+    /// # async fn fill_ends(cache: &Cache, born: u64, path: &str, tags: &[&str]) -> bool {
+    /// #     let primary = cache.primary_key(b"shop.example", path.as_bytes(), b"");
+    /// #     let now = cache_core::time::now_ms();
+    /// #     let mut entry = Entry::new(primary.cache_key().bytes(), 200, vec![], "body".into(), now, now + 60_000);
+    /// #     entry.born = born;
+    /// #     entry.tags = tags.iter().map(|t| t.to_string()).collect();
+    /// #     cache.store(&primary, &primary.cache_key(), entry).await.is_ok()
+    /// # }
+    /// # async fn fill(cache: &Cache, path: &str, tags: &[&str]) -> bool { fill_ends(cache, fill_starts(cache), path, tags).await }
+    /// # async fn answered(cache: &Cache, path: &str) -> bool {
+    /// #     let primary = cache.primary_key(b"shop.example", path.as_bytes(), b"");
+    /// #     matches!(cache.lookup(&primary, |_| unreachable!()).await, Lookup::Fresh(_))
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// // `fill` stands for a request whose response the middleware stores (`fill_starts` and
+    /// // `fill_ends` for one whose handler is still running in between), `answered` for a
+    /// // request the cache answers.
+    /// let cache = Cache::memory();
+    /// assert!(fill(&cache, "/products/1", &["product:1"]).await);
+    /// assert!(fill(&cache, "/products/2", &["product:2"]).await);
+    /// assert!(fill(&cache, "/products/3", &["product:3"]).await);
+    /// cache.invalidate_tags(["product:1", "product:2"]).await?;
+    /// assert!(!answered(&cache, "/products/1").await && !answered(&cache, "/products/2").await);
+    /// assert!(answered(&cache, "/products/3").await);
+    /// assert_eq!(cache.stats().invalidations, 1);
+    /// cache.invalidate_tags(Vec::<String>::new()).await?;
+    /// assert_eq!(cache.stats().invalidations, 1);
+    /// # Ok::<(), cache_core::CacheError>(())
+    /// # }).unwrap();
+    /// ```
     pub async fn invalidate_tags<I, T>(&self, tags: I) -> Result<(), CacheError>
     where
         I: IntoIterator<Item = T>,
@@ -543,34 +645,75 @@ impl Cache {
     /// tick they returned), else here. If the shared clocks cannot be reached, this node's L1 is
     /// dropped and refuses every fill begun so far, and the error is returned.
     async fn tick(&self, tags: &[String]) -> Result<(), CacheError> {
-        let Some(l2) = self.inner.l2.as_ref().filter(|_| self.inner.shared_clocks) else {
-            self.inner.clocks.invalidate(tags.iter().cloned());
+        let Some(authority) = &self.inner.authority else {
+            self.inner.local.clocks.invalidate(tags.iter().cloned());
             return Ok(());
         };
-        match l2.invalidate(tags).await {
+        match authority.invalidate(tags).await {
             Ok(tick) => {
-                self.inner.clocks.apply(tick, tags.iter().cloned());
+                self.inner.local.clocks.apply(tick, tags.iter().cloned());
                 Ok(())
             }
-            Err(err) => Err(self.forget_local(err)),
+            Err(err) => Err(self.shared_tick_failed(err)),
         }
     }
 
-    /// After a failed shared invalidation: nothing stored on this node so far may be served.
-    fn forget_local(&self, err: CacheError) -> CacheError {
-        self.inner.clocks.purge_local();
-        if let Some(l1) = &self.inner.l1 {
-            l1.clear_now();
-        }
+    /// After a failed shared invalidation: nothing stored on this node so far may be served
+    /// (the same forgetting as when the authority loses its subscription), counted and logged.
+    fn shared_tick_failed(&self, err: CacheError) -> CacheError {
+        self.inner.local.forget_local();
         self.record(Event::Error);
         tracing::warn!(error = %err, "shared invalidation failed; dropped this node's L1");
         err
     }
 
-    /// Drops every variant of one resource (what a successful POST/PUT/PATCH/DELETE does to its URL).
+    /// Drops every variant of one resource (what a successful POST/PUT/PATCH/DELETE does to its
+    /// URL): an invalidation of the URL's implicit tag ([`PrimaryKey::url_tag`]), which every
+    /// entry stored for `primary` carries, then a removal of the record under its key.
+    ///
+    /// # Guarantees
+    ///
+    /// The guarantees of [`Cache::invalidate_tag`] for that tag: `Ok` means no later request on
+    /// this node is answered from anything stored for this primary key (every variant, with or
+    /// without `Vary`) before the call, nor from a fill that was running; other nodes as there.
+    /// Other URLs, and the same path with another query, are untouched. `Err` is either the
+    /// failed invalidation (handled as there) or, after it succeeded, the failed removal of the
+    /// record from the L2, which the clocks already refuse.
+    ///
+    /// ```
+    /// # use cache_core::{Cache, Entry, Lookup};
+    /// # fn fill_starts(cache: &Cache) -> u64 { cache.begin_fill() }
+    /// # async fn fill_ends(cache: &Cache, born: u64, path: &str, tags: &[&str]) -> bool {
+    /// #     let primary = cache.primary_key(b"shop.example", path.as_bytes(), b"");
+    /// #     let now = cache_core::time::now_ms();
+    /// #     let mut entry = Entry::new(primary.cache_key().bytes(), 200, vec![], "body".into(), now, now + 60_000);
+    /// #     entry.born = born;
+    /// #     entry.tags = tags.iter().map(|t| t.to_string()).collect();
+    /// #     cache.store(&primary, &primary.cache_key(), entry).await.is_ok()
+    /// # }
+    /// # async fn fill(cache: &Cache, path: &str, tags: &[&str]) -> bool { fill_ends(cache, fill_starts(cache), path, tags).await }
+    /// # async fn answered(cache: &Cache, path: &str) -> bool {
+    /// #     let primary = cache.primary_key(b"shop.example", path.as_bytes(), b"");
+    /// #     matches!(cache.lookup(&primary, |_| unreachable!()).await, Lookup::Fresh(_))
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// // `fill` stands for a request whose response the middleware stores (`fill_starts` and
+    /// // `fill_ends` for one whose handler is still running in between), `answered` for a
+    /// // request the cache answers.
+    /// let cache = Cache::memory();
+    /// assert!(fill(&cache, "/products/1", &[]).await);
+    /// assert!(fill(&cache, "/products/2", &[]).await);
+    /// let in_flight = fill_starts(&cache);
+    /// cache.purge_url(&cache.primary_key(b"shop.example", b"/products/1", b"")).await?;
+    /// assert!(!answered(&cache, "/products/1").await);
+    /// assert!(!fill_ends(&cache, in_flight, "/products/1", &[]).await, "in flight");
+    /// assert!(answered(&cache, "/products/2").await);
+    /// # Ok::<(), cache_core::CacheError>(())
+    /// # }).unwrap();
+    /// ```
     pub async fn purge_url(&self, primary: &PrimaryKey) -> Result<(), CacheError> {
         self.record(Event::Invalidation);
-        if let Some(l1) = &self.inner.l1 {
+        if let Some(l1) = &self.inner.local.l1 {
             l1.remove_now(&primary.cache_key());
         }
         self.tick(&[primary.url_tag()]).await?;
@@ -581,23 +724,66 @@ impl Cache {
         Ok(())
     }
 
-    /// Drops everything this cache stored.
+    /// Drops everything this cache stored: one tick that invalidates every entry born before it.
+    ///
+    /// # Guarantees
+    ///
+    /// `Ok` means: no later request on this node is answered from anything stored before the
+    /// call, under any key, and no fill running during the call is stored as valid. With a
+    /// [`ClockAuthority`] as L2 the purge tick is in the shared clocks first, and other nodes
+    /// drop their L1 and refuse older entries once their subscription delivers it (as for
+    /// [`Cache::invalidate_tag`]). With a plain [`Store`] as L2, its [`Store::clear`] runs after
+    /// this node's clocks moved: other processes sharing it find it empty, but their own L1s are
+    /// not told; an `Err` from `clear` is returned, and this node refuses the old records anyway.
+    /// An `Err` from an authority is handled as for [`Cache::invalidate_tag`].
+    ///
+    /// ```
+    /// # use cache_core::{Cache, Entry, Lookup};
+    /// # fn fill_starts(cache: &Cache) -> u64 { cache.begin_fill() }
+    /// # async fn fill_ends(cache: &Cache, born: u64, path: &str, tags: &[&str]) -> bool {
+    /// #     let primary = cache.primary_key(b"shop.example", path.as_bytes(), b"");
+    /// #     let now = cache_core::time::now_ms();
+    /// #     let mut entry = Entry::new(primary.cache_key().bytes(), 200, vec![], "body".into(), now, now + 60_000);
+    /// #     entry.born = born;
+    /// #     entry.tags = tags.iter().map(|t| t.to_string()).collect();
+    /// #     cache.store(&primary, &primary.cache_key(), entry).await.is_ok()
+    /// # }
+    /// # async fn fill(cache: &Cache, path: &str, tags: &[&str]) -> bool { fill_ends(cache, fill_starts(cache), path, tags).await }
+    /// # async fn answered(cache: &Cache, path: &str) -> bool {
+    /// #     let primary = cache.primary_key(b"shop.example", path.as_bytes(), b"");
+    /// #     matches!(cache.lookup(&primary, |_| unreachable!()).await, Lookup::Fresh(_))
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// // `fill` stands for a request whose response the middleware stores (`fill_starts` and
+    /// // `fill_ends` for one whose handler is still running in between), `answered` for a
+    /// // request the cache answers.
+    /// let cache = Cache::memory();
+    /// assert!(fill(&cache, "/products/1", &["products"]).await);
+    /// assert!(fill(&cache, "/about", &[]).await);
+    /// let in_flight = fill_starts(&cache);
+    /// cache.purge_all().await?;
+    /// assert!(!answered(&cache, "/products/1").await && !answered(&cache, "/about").await);
+    /// assert!(!fill_ends(&cache, in_flight, "/about", &[]).await, "in flight");
+    /// assert!(fill(&cache, "/about", &[]).await && answered(&cache, "/about").await);
+    /// # Ok::<(), cache_core::CacheError>(())
+    /// # }).unwrap();
+    /// ```
     pub async fn purge_all(&self) -> Result<(), CacheError> {
         self.record(Event::Invalidation);
-        if let Some(l1) = &self.inner.l1 {
+        if let Some(l1) = &self.inner.local.l1 {
             l1.clear_now();
         }
-        match &self.inner.l2 {
-            Some(l2) if self.inner.shared_clocks => match l2.purge_clocks().await {
-                Ok(tick) => self.inner.clocks.apply_purge(tick),
-                Err(err) => return Err(self.forget_local(err)),
+        match (&self.inner.authority, &self.inner.l2) {
+            (Some(authority), _) => match authority.purge_clocks().await {
+                Ok(tick) => self.inner.local.clocks.apply_purge(tick),
+                Err(err) => return Err(self.shared_tick_failed(err)),
             },
-            Some(l2) => {
-                self.inner.clocks.purge_all();
+            (None, Some(l2)) => {
+                self.inner.local.clocks.purge_all();
                 l2.clear().await?;
             }
-            None => {
-                self.inner.clocks.purge_all();
+            (None, None) => {
+                self.inner.local.clocks.purge_all();
             }
         }
         tracing::debug!("purged everything");
@@ -606,7 +792,7 @@ impl Cache {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
-        let l1 = self.inner.l1.as_ref().map(Store::stats);
+        let l1 = self.inner.local.l1.as_ref().map(Store::stats);
         let l2 = self.inner.l2.as_ref().map(|s| s.stats());
         self.inner.stats.snapshot(l1, l2)
     }

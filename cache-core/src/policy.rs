@@ -278,7 +278,8 @@ impl CachePolicy {
         self
     }
 
-    /// The `max-age` told to clients; by default what remains of the ttl.
+    /// The `max-age` told to clients; by default the whole ttl (answers carry `Age`, which
+    /// clients subtract, so their copy goes stale when the cache's does).
     pub fn max_age(mut self, max_age: Duration) -> Self {
         self.max_age = Some(max_age);
         self

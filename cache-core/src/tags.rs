@@ -7,15 +7,18 @@
 //! What must stay true: invalidating a tag touches one map slot, whatever the number of entries
 //! under it; an entry whose fill began before an invalidation of one of its tags resolved is
 //! never valid afterwards, even if it is stored after that invalidation (its `born` is too old).
-//! Clocks older than the longest life of any stored entry are dropped by [`TagClocks::prune`],
-//! so the map stays bounded by the tags invalidated within that life; the highest tick dropped is
-//! kept as a floor (`pruned_upto`), so a fill that began before a pruned invalidation (a handler
-//! that ran longer than any entry lives) is still rejected.
+//! Clocks older than the longest life of any stored entry are dropped, so the map stays bounded
+//! by the tags invalidated within that life; the highest tick dropped is kept as a floor
+//! (`pruned_upto`), so a fill that began before a pruned invalidation (a handler that ran longer
+//! than any entry lives) is still rejected.
 //!
-//! `seq` starts at the wall clock in microseconds ([`TagClocks::default`]) so that an entry kept
-//! by a persistent user store across a restart cannot look newer than invalidations made after
-//! the restart. A cache whose clocks live in a shared store (Redis) starts at 0 instead
-//! ([`TagClocks::shared`]) and takes every tick from that store, which is the one authority.
+//! `seq` starts at the wall clock in microseconds so that an entry kept by a persistent user
+//! store across a restart cannot look newer than invalidations made after the restart. A cache
+//! whose L2 is a [`crate::ClockAuthority`] (Redis) starts at 0 instead and takes every tick from
+//! that store, which is the one authority; this process's clocks then only mirror it.
+//!
+//! Nothing here is public but this explanation: the clocks are the [`crate::Cache`]'s, reached
+//! through its invalidation methods and, for an authority, through a [`crate::ClockLink`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,17 +27,8 @@ use dashmap::DashMap;
 use crate::time::now_ms;
 
 /// The clock of every invalidated tag.
-///
-/// ```
-/// use cache_core::tags::TagClocks;
-/// let clocks = TagClocks::default();
-/// let born = clocks.now();                    // a fill starts
-/// clocks.invalidate(["products"]);            // a write lands while it runs
-/// assert!(!clocks.is_valid(born, ["products"]));
-/// assert!(clocks.is_valid(clocks.now(), ["products"]));
-/// ```
 #[derive(Debug)]
-pub struct TagClocks {
+pub(crate) struct TagClocks {
     seq: AtomicU64,
     purged_at: AtomicU64,
     /// Highest tick ever dropped by `prune`: entries born before it are rejected.
@@ -60,7 +54,7 @@ impl Default for TagClocks {
 impl TagClocks {
     /// Clocks mirroring a shared authority: they start at 0 and move only by [`TagClocks::observe`]
     /// and [`TagClocks::apply`].
-    pub fn shared() -> Self {
+    pub(crate) fn shared() -> Self {
         TagClocks {
             seq: AtomicU64::new(0),
             purged_at: AtomicU64::new(0),
@@ -71,12 +65,12 @@ impl TagClocks {
     }
 
     /// Raises the reading to `seq` (a tick seen in the shared authority); never lowers it.
-    pub fn observe(&self, seq: u64) {
+    pub(crate) fn observe(&self, seq: u64) {
         self.seq.fetch_max(seq, Ordering::SeqCst);
     }
 
     /// Applies an invalidation made elsewhere: `tags` were invalidated at `tick`.
-    pub fn apply<I, T>(&self, tick: u64, tags: I)
+    pub(crate) fn apply<I, T>(&self, tick: u64, tags: I)
     where
         I: IntoIterator<Item = T>,
         T: Into<String>,
@@ -94,24 +88,24 @@ impl TagClocks {
     /// Rejects every entry born up to now without moving the clock: used when invalidations may
     /// have been missed. Fills begun from now on are rejected too until the shared authority's
     /// clock is observed past this point.
-    pub fn purge_local(&self) {
+    pub(crate) fn purge_local(&self) {
         let next = self.seq.load(Ordering::SeqCst).saturating_add(1);
         self.purged_at.fetch_max(next, Ordering::SeqCst);
     }
 
     /// Applies a `purge_all` made elsewhere at `tick`.
-    pub fn apply_purge(&self, tick: u64) {
+    pub(crate) fn apply_purge(&self, tick: u64) {
         self.purged_at.fetch_max(tick, Ordering::SeqCst);
         self.observe(tick);
     }
 
     /// The current reading; take it before running the handler whose result will be stored.
-    pub fn now(&self) -> u64 {
+    pub(crate) fn now(&self) -> u64 {
         self.seq.load(Ordering::SeqCst)
     }
 
     /// Invalidates every tag given, as one tick of the clock.
-    pub fn invalidate<I, T>(&self, tags: I) -> u64
+    pub(crate) fn invalidate<I, T>(&self, tags: I) -> u64
     where
         I: IntoIterator<Item = T>,
         T: Into<String>,
@@ -125,14 +119,14 @@ impl TagClocks {
     }
 
     /// Invalidates everything stored so far.
-    pub fn purge_all(&self) -> u64 {
+    pub(crate) fn purge_all(&self) -> u64 {
         let tick = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
         self.purged_at.fetch_max(tick, Ordering::SeqCst);
         tick
     }
 
     /// Whether an entry read at `born` under `tags` is still valid.
-    pub fn is_valid<'a, I>(&self, born: u64, tags: I) -> bool
+    pub(crate) fn is_valid<'a, I>(&self, born: u64, tags: I) -> bool
     where
         I: IntoIterator<Item = &'a str>,
     {
@@ -147,12 +141,12 @@ impl TagClocks {
 
     /// Records how long an entry may live, so that [`TagClocks::prune`] keeps every clock that can
     /// still matter.
-    pub fn note_lifetime(&self, life_ms: u64) {
+    pub(crate) fn note_lifetime(&self, life_ms: u64) {
         self.longest_life_ms.fetch_max(life_ms, Ordering::Relaxed);
     }
 
     /// Drops clocks older than the longest entry life: every entry they could reject has expired.
-    pub fn prune(&self) -> usize {
+    pub(crate) fn prune(&self) -> usize {
         let horizon = now_ms().saturating_sub(self.longest_life_ms.load(Ordering::Relaxed) + 1000);
         let before = self.clocks.len();
         let mut dropped_max = 0;
@@ -168,12 +162,14 @@ impl TagClocks {
     }
 
     /// Number of clocks held.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.clocks.len()
     }
 
     /// Whether no tag has been invalidated (or all clocks were pruned).
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.clocks.is_empty()
     }
 }
@@ -181,6 +177,15 @@ impl TagClocks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_during_a_fill_rejects_it_and_later_fills_pass() {
+        let clocks = TagClocks::default();
+        let born = clocks.now(); // a fill starts
+        clocks.invalidate(["products"]); // a write lands while it runs
+        assert!(!clocks.is_valid(born, ["products"]));
+        assert!(clocks.is_valid(clocks.now(), ["products"]));
+    }
 
     #[test]
     fn invalidation_before_the_fill_started_does_not_reject_it() {

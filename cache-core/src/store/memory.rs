@@ -19,29 +19,29 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use dashmap::DashMap;
 
-use crate::store::{Record, Store};
+use super::{Record, Store};
 use crate::time::now_ms;
 use crate::{CacheError, CacheKey, Entry, TierStats};
 
 /// Default budget: 64 MiB.
-pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
+pub(crate) const DEFAULT_MAX_BYTES: usize = 64 << 20;
 
 /// Fixed bytes charged per record on top of its payload: the entry struct and its `Arc`, the
 /// map slot and the queue slot, each doubled for the spare capacity of a growing table.
 /// Calibrated against the resident set size by `examples/src/bin/memory_overhead.rs`.
-pub const RECORD_OVERHEAD: usize =
+pub(crate) const RECORD_OVERHEAD: usize =
     size_of::<Entry>() + 16 + 2 * size_of::<(u128, Slot)>() + 2 * size_of::<(u128, u64)>();
 
 /// Bytes charged per header and per tag beyond their text: the `String`/`Bytes` handles in their
 /// `Vec` and the allocator's rounding of each small allocation.
-pub const ITEM_OVERHEAD: usize = 48;
+pub(crate) const ITEM_OVERHEAD: usize = 48;
 
 /// Bytes charged per response for what a frontend prepares from it on its first answer
 /// ([`crate::entry::Prepared`]; the actix middleware keeps the response head there): the
 /// head's own allocation plus copies of `etag`, `cache-control` and `expires`...
-pub const PREPARED_OVERHEAD: usize = 192;
+pub(crate) const PREPARED_OVERHEAD: usize = 192;
 /// ...and one actix header pair per stored header.
-pub const PREPARED_PER_HEADER: usize = 48;
+pub(crate) const PREPARED_PER_HEADER: usize = 48;
 
 /// What a record costs the budget: its payload plus the measured bookkeeping around it.
 fn charge(record: &Record) -> usize {
@@ -78,8 +78,7 @@ impl Hasher for KeyHasher {
 
 type Map = DashMap<u128, Slot, BuildHasherDefault<KeyHasher>>;
 
-#[doc(hidden)]
-pub struct Slot {
+struct Slot {
     record: Record,
     charge: usize,
     generation: u64,

@@ -2,27 +2,29 @@
 //!
 //! A store is a plain key-value map from [`CacheKey`] to [`Record`]. It need not be trusted:
 //! the [`crate::Cache`] checks every record's full key and its tag clock after reading it, so a
-//! store that returns a wrong or old record causes a miss, never a wrong answer.
+//! store that returns a wrong or old record causes a miss, never a wrong answer. A store that is
+//! also the authority on the tag clocks of every process sharing it implements
+//! [`ClockAuthority`] too (`authority.rs`); `memory.rs` is the in-process store, `redis/` the
+//! shared one.
+//!
+//! What must stay true: storage and clock authority stay separate traits, and the only bridge
+//! is [`Store::clock_authority`], asked once when the store is given to the builder.
 
+mod authority;
+mod memory;
 #[cfg(feature = "redis")]
-mod breaker;
-pub mod memory;
-#[cfg(feature = "redis")]
-pub mod redis;
-#[cfg(feature = "redis")]
-mod redis_conn;
-#[cfg(feature = "redis")]
-mod redis_scripts;
-#[cfg(feature = "redis")]
-mod subscriber;
+mod redis;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::tags::TagClocks;
-use crate::{CacheError, CacheKey, Entry, MemoryStore, TierStats};
+pub use authority::{ClockAuthority, ClockLink};
+pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use redis::RedisStore;
+
+use crate::{CacheError, CacheKey, Entry, TierStats};
 
 /// The list of headers a resource varies on, stored under its primary key so that a request can
 /// compute its variant key before it knows the response.
@@ -73,11 +75,35 @@ impl Record {
     }
 }
 
-/// A cache backend. Implement it to plug in another store; [`crate::MemoryStore`] is the
-/// reference implementation.
+/// A cache backend. Implement it to plug in another store; [`MemoryStore`] is the reference
+/// implementation, and [`crate::codec`] turns a [`Record`] into bytes and back for a store
+/// outside the process.
 ///
 /// Errors are reported, not hidden: the [`crate::Cache`] turns a failed `get` into a miss and a
 /// failed `put` into a response that is simply not stored, and counts both.
+///
+/// # Guarantees
+///
+/// What an implementor must guarantee:
+/// - `Send + Sync`, and every method may be called concurrently from many threads;
+/// - `put` keeps a record no longer than `record.expires_at_ms()` (it may drop it sooner, or
+///   never keep it at all: that is a miss);
+/// - `clear` drops everything this store holds for this cache: it is what
+///   [`crate::Cache::purge_all`] relies on to empty a plain shared store;
+/// - `stats` answers at once (it is read by [`crate::Cache::stats`], maybe on every scrape).
+///
+/// What the [`crate::Cache`] guarantees on top, whatever the store does:
+/// - a record whose full key differs from the key asked for is a miss, so a store may hash
+///   keys, collide or even lie (return another key's record) without a wrong answer;
+/// - a record is checked against this process's tag clocks before it is served or copied into
+///   the L1, so a store never revives what this process invalidated;
+/// - a store error is a miss or a response not stored, never a 5xx; only the explicit
+///   operations ([`crate::Cache::purge_url`], [`crate::Cache::purge_all`]) return it.
+///
+/// What a plain store does not give: its clocks are this process's. An invalidation reaches
+/// other processes that share the store only through a [`ClockAuthority`]; through a plain
+/// store they keep answering what it holds under the tag until it expires (their own
+/// invalidations and `purge_all`, which empties the store, still work).
 ///
 /// ```
 /// use std::{collections::HashMap, sync::{Arc, Mutex}};
@@ -107,7 +133,32 @@ impl Record {
 ///         TierStats { entries: self.0.lock().unwrap().len() as u64, ..TierStats::default() }
 ///     }
 /// }
-/// let cache = cache_core::Cache::builder().store(MapStore::default()).build();
+/// # use cache_core::{Cache, Entry, Lookup};
+/// # fn fill_starts(cache: &Cache) -> u64 { cache.begin_fill() }
+/// # async fn fill_ends(cache: &Cache, born: u64, path: &str, tags: &[&str]) -> bool {
+/// #     let primary = cache.primary_key(b"shop.example", path.as_bytes(), b"");
+/// #     let now = cache_core::time::now_ms();
+/// #     let mut entry = Entry::new(primary.cache_key().bytes(), 200, vec![], "body".into(), now, now + 60_000);
+/// #     entry.born = born;
+/// #     entry.tags = tags.iter().map(|t| t.to_string()).collect();
+/// #     cache.store(&primary, &primary.cache_key(), entry).await.is_ok()
+/// # }
+/// # async fn fill(cache: &Cache, path: &str, tags: &[&str]) -> bool { fill_ends(cache, fill_starts(cache), path, tags).await }
+/// # async fn answered(cache: &Cache, path: &str) -> bool {
+/// #     let primary = cache.primary_key(b"shop.example", path.as_bytes(), b"");
+/// #     matches!(cache.lookup(&primary, |_| unreachable!()).await, Lookup::Fresh(_))
+/// # }
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// // `fill` stands for a request whose response the middleware stores, `answered` for one the
+/// // cache answers.
+/// let cache = Cache::builder().store(MapStore::default()).build();
+/// assert!(fill(&cache, "/products/1", &["products"]).await);
+/// assert!(answered(&cache, "/products/1").await);
+/// // The store still holds the record; the cache's clocks refuse it.
+/// cache.invalidate_tag("products").await?;
+/// assert!(!answered(&cache, "/products/1").await);
+/// # Ok::<(), CacheError>(())
+/// # }).unwrap();
 /// ```
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -123,119 +174,14 @@ pub trait Store: Send + Sync + 'static {
     /// Entries, bytes and evictions as the store counts them.
     fn stats(&self) -> TierStats;
 
-    /// Whether this store keeps the tag clocks for every process that shares it (as
-    /// `RedisStore` does). Then it must check `born` and tags in [`Store::put`] and
-    /// [`Store::get`] against its own clocks (refusing a stale put with
-    /// [`CacheError::Invalidated`]), and implement [`Store::invalidate`],
-    /// [`Store::purge_clocks`] and [`Store::attach`]. A plain store keeps the default, `false`:
-    /// the [`crate::Cache`]'s own clocks are then the authority.
-    fn keeps_clocks(&self) -> bool {
-        false
-    }
-
-    /// Invalidates `tags` in the shared clocks as one tick, tells every attached process, and
-    /// returns the tick. Only called when [`Store::keeps_clocks`].
-    async fn invalidate(&self, _tags: &[String]) -> Result<u64, CacheError> {
-        Err(CacheError::Config("this store keeps no tag clocks".into()))
-    }
-
-    /// Invalidates everything stored so far, as one tick, and returns it. Only called when
-    /// [`Store::keeps_clocks`].
-    async fn purge_clocks(&self) -> Result<u64, CacheError> {
-        Err(CacheError::Config("this store keeps no tag clocks".into()))
-    }
-
-    /// Connects the store to a cache's clocks and L1, so that invalidations made by other
-    /// processes reach them. Called once, by [`crate::CacheBuilder::build`], when
-    /// [`Store::keeps_clocks`].
-    fn attach(&self, _link: ClockLink) {}
-}
-
-/// What a clock-keeping store reports to: one cache's tag clocks and its L1.
-///
-/// What must stay true: while the store cannot vouch that every invalidation reaches this
-/// process (its subscription is down), the L1 is empty and unused; when it can again, the L1
-/// starts empty and fills begun during the gap are refused.
-#[derive(Clone, Debug)]
-pub struct ClockLink {
-    clocks: Arc<TagClocks>,
-    l1: Option<MemoryStore>,
-    l1_live: Arc<AtomicBool>,
-    namespace: String,
-}
-
-impl ClockLink {
-    pub(crate) fn new(
-        clocks: Arc<TagClocks>,
-        l1: Option<MemoryStore>,
-        l1_live: Arc<AtomicBool>,
-        namespace: String,
-    ) -> ClockLink {
-        ClockLink {
-            clocks,
-            l1,
-            l1_live,
-            namespace,
-        }
-    }
-
-    /// The cache's namespace; a shared store keeps each namespace's keys and clocks apart.
-    pub fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
-    /// Whether every invalidation reaches this process right now (the subscription is up).
-    pub fn in_sync(&self) -> bool {
-        self.l1_live.load(Ordering::Acquire)
-    }
-
-    /// The highest tick this process has seen.
-    pub fn seq(&self) -> u64 {
-        self.clocks.now()
-    }
-
-    /// A tick read from the shared clocks: fills that start now are born at least there.
-    pub fn observed(&self, seq: u64) {
-        self.clocks.observe(seq);
-    }
-
-    /// `tags` were invalidated at `tick` (by any process).
-    pub fn invalidated<I, T>(&self, tick: u64, tags: I)
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<String>,
-    {
-        self.clocks.apply(tick, tags);
-    }
-
-    /// Everything was purged at `tick`.
-    pub fn purged(&self, tick: u64) {
-        self.clocks.apply_purge(tick);
-        if let Some(l1) = &self.l1 {
-            l1.clear_now();
-        }
-    }
-
-    /// Invalidations may be missed from now on: drop the L1 and stop using it.
-    pub fn lost(&self) {
-        self.l1_live.store(false, Ordering::SeqCst);
-        self.forget_local();
-    }
-
-    /// Every invalidation reaches this process again, and the shared clocks stand at `seq`
-    /// (a tick taken after the subscription was made): empty the L1, refuse fills begun before,
-    /// and use the L1 again.
-    pub fn resumed(&self, seq: u64) {
-        self.forget_local();
-        self.clocks.observe(seq);
-        self.l1_live.store(true, Ordering::SeqCst);
-    }
-
-    /// Drops the L1 and makes every entry born up to now invalid on this node.
-    pub fn forget_local(&self) {
-        self.clocks.purge_local();
-        if let Some(l1) = &self.l1 {
-            l1.clear_now();
-        }
+    /// This store as the authority on tag clocks, if it is one. A plain store keeps the default,
+    /// `None`: the [`crate::Cache`]'s own clocks are then the authority. A store that implements
+    /// [`ClockAuthority`] returns `Some(self)`; a wrapper around one (adding metrics, say)
+    /// forwards its inner store's answer, or the clocks it keeps go unused.
+    ///
+    /// Asked once, by [`crate::CacheBuilder::l2`]: a method rather than a second builder call so
+    /// that `l2(store)` cannot wire a clock-keeping store as a plain one by mistake.
+    fn clock_authority(self: Arc<Self>) -> Option<Arc<dyn ClockAuthority>> {
+        None
     }
 }

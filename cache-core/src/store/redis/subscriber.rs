@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 use deadpool_redis::redis::{self, RedisError, Value};
 use futures_util::StreamExt;
 
-use super::redis::{parse_pieces, Eviction, Keys, Shared};
-use super::ClockLink;
+use super::keys::Keys;
+use super::scripts::parse_pieces;
+use super::shared::{Eviction, Shared};
+use crate::store::ClockLink;
 
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
 const LONGEST_PAUSE: Duration = Duration::from_secs(1);
@@ -58,12 +60,8 @@ async fn session(
     link: &ClockLink,
     alive: &Weak<()>,
 ) -> Result<(), String> {
-    let client = redis::Client::open(shared.url.as_str()).map_err(|e| e.to_string())?;
     let connect = Duration::from_secs(2);
-    let mut pubsub = tokio::time::timeout(connect, client.get_async_pubsub())
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+    let mut pubsub = shared.conn.pubsub(connect).await?;
     tokio::time::timeout(connect, pubsub.subscribe(&keys.channel))
         .await
         .map_err(|_| "subscribe timed out".to_string())?
@@ -211,13 +209,13 @@ fn connection_failure(err: &RedisError) -> bool {
 
 /// Purges every record stored so far (as `purge_all` does) and returns the tick.
 async fn purge(shared: &Shared, keys: &Keys) -> Result<u64, String> {
-    let mut invocation = shared.purge.prepare_invoke();
+    let mut invocation = shared.scripts.purge.prepare_invoke();
     invocation
         .key(&keys.seq)
         .key(&keys.purged)
         .arg(&keys.channel)
         .arg(shared.floor());
-    let tick = tokio::time::timeout(CALL_TIMEOUT, shared.run(&invocation))
+    let tick = tokio::time::timeout(CALL_TIMEOUT, shared.conn.run(&invocation))
         .await
         .map_err(|_| "purge timed out".to_string())?
         .map_err(|e| e.to_string())?;
@@ -229,9 +227,9 @@ async fn purge(shared: &Shared, keys: &Keys) -> Result<u64, String> {
 
 /// Ticks the shared counter and resumes the L1 at that tick.
 async fn resync(shared: &Shared, keys: &Keys, link: &ClockLink) -> Result<(), String> {
-    let mut invocation = shared.tick.prepare_invoke();
+    let mut invocation = shared.scripts.tick.prepare_invoke();
     invocation.key(&keys.seq).arg(shared.floor());
-    let tick = tokio::time::timeout(CALL_TIMEOUT, shared.run(&invocation))
+    let tick = tokio::time::timeout(CALL_TIMEOUT, shared.conn.run(&invocation))
         .await
         .map_err(|_| "tick timed out".to_string())?
         .map_err(|e| e.to_string())?;

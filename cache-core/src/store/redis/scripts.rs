@@ -1,4 +1,5 @@
-//! The Lua scripts `RedisStore` runs: each is one round trip and runs atomically in Redis.
+//! The Lua scripts `RedisStore` runs, each one round trip and atomic in Redis, and the forms
+//! of what crosses to and from them: tag lists as `len:tag` pieces, integer replies.
 //!
 //! Key layout (every key of a namespace carries the hash tag `{ns}`, so on Redis Cluster they
 //! all live in one slot and one script may touch them):
@@ -33,7 +34,10 @@
 //! seen (a failover to a lagging replica, a restore or an eviction can lower it in Redis): every
 //! tick is above the caller's floor, and a `born` above the counter means the counter went back,
 //! so that record is refused and the counter raised. A clock is only ever dropped with the purge
-//! tick raised to it.
+//! tick raised to it. Tag pieces round-trip any text ([`parse_pieces`] of [`tag_pieces`]), and a
+//! malformed list parses as `None`, never as other tags.
+
+use deadpool_redis::redis::{Script, Value};
 
 /// Helpers every script starts with.
 const PRELUDE: &str = r#"
@@ -259,28 +263,102 @@ fn script_refused_when_full(body: &str) -> String {
     format!("{DENY_OOM}{PRELUDE}{body}")
 }
 
-pub(crate) fn get() -> String {
+fn get() -> String {
     script(GET_BODY)
 }
 
-pub(crate) fn put() -> String {
+fn put() -> String {
     script_refused_when_full(PUT_BODY)
 }
 
-pub(crate) fn invalidate() -> String {
+fn invalidate() -> String {
     script_allowed_when_full(INVALIDATE_BODY)
 }
 
-pub(crate) fn purge() -> String {
+fn purge() -> String {
     script_allowed_when_full(PURGE_BODY)
 }
 
-pub(crate) fn tick() -> String {
+fn tick() -> String {
     script_allowed_when_full(TICK_BODY)
+}
+
+/// The scripts of one store. Each keeps its SHA: a call sends `EVALSHA`, and the body only when
+/// Redis does not know it yet.
+pub(crate) struct Scripts {
+    pub(crate) get: Script,
+    pub(crate) put: Script,
+    pub(crate) invalidate: Script,
+    pub(crate) purge: Script,
+    pub(crate) tick: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Scripts {
+        Scripts {
+            get: Script::new(&get()),
+            put: Script::new(&put()),
+            invalidate: Script::new(&invalidate()),
+            purge: Script::new(&purge()),
+            tick: Script::new(&tick()),
+        }
+    }
+}
+
+/// Tags as `len:tag` pieces, the form the scripts parse.
+pub(crate) fn tag_pieces<'a>(tags: impl IntoIterator<Item = &'a String>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for tag in tags {
+        out.extend_from_slice(tag.len().to_string().as_bytes());
+        out.push(b':');
+        out.extend_from_slice(tag.as_bytes());
+    }
+    out
+}
+
+/// Parses `len:tag` pieces; `None` if malformed.
+pub(crate) fn parse_pieces(mut bytes: &[u8]) -> Option<Vec<String>> {
+    let mut tags = Vec::new();
+    while !bytes.is_empty() {
+        let colon = bytes.iter().position(|b| *b == b':')?;
+        let len: usize = std::str::from_utf8(&bytes[..colon]).ok()?.parse().ok()?;
+        let rest = &bytes[colon + 1..];
+        if rest.len() < len {
+            return None;
+        }
+        tags.push(String::from_utf8(rest[..len].to_vec()).ok()?);
+        bytes = &rest[len..];
+    }
+    Some(tags)
+}
+
+/// A non-negative integer in a reply, as a number or its decimal text; `None` for anything else.
+pub(crate) fn int(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_pieces_round_trip_any_text() {
+        let tags = vec![
+            "products".to_string(),
+            "a:b".to_string(),
+            String::new(),
+            "\u{0}url:00ff".to_string(),
+            "é 12:x".to_string(),
+        ];
+        assert_eq!(parse_pieces(&tag_pieces(&tags)), Some(tags));
+        assert_eq!(parse_pieces(b"5:ab"), None);
+        assert_eq!(parse_pieces(b"x:ab"), None);
+    }
+
     #[test]
     fn the_flag_is_the_first_line_of_the_scripts_that_move_the_clocks() {
         for script in [super::invalidate(), super::purge(), super::tick()] {

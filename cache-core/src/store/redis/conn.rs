@@ -1,5 +1,7 @@
-//! Connections to Redis for one `RedisStore`: one multiplexed connection kept per thread, made
-//! through deadpool-redis, opened in the background, replaced when it breaks.
+//! Connections to Redis for one `RedisStore`: the URL checked and turned into connection
+//! settings, one multiplexed connection kept per thread, made through deadpool-redis, opened in
+//! the background, replaced when it breaks, and the subscriber's pub/sub connection. Nothing
+//! outside this file knows how Redis is reached, only that a call may fail.
 //!
 //! Why per thread: an actix worker then talks to Redis from its own thread, with no hop to
 //! another one. Why kept: each `Pool::get` costs deadpool's recycling `PING`, a second round
@@ -10,15 +12,17 @@
 //! What must stay true: a caller never waits longer than its own time limit; a dead connection
 //! is dropped and the call tried once more on a new one; connections of a dropped store are
 //! released by the next lookup on that thread; a Redis that refuses a call because it is at its
-//! `maxmemory` is told apart ([`is_full`]) from one that fails.
+//! `maxmemory` is told apart ([`is_full`]) from one that fails; a password never reaches a log
+//! ([`redacted`]).
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::sync::Weak;
 use std::time::Duration;
 
-use deadpool_redis::redis::{aio::MultiplexedConnection, RedisError};
-use deadpool_redis::Pool;
+use deadpool_redis::redis::aio::{MultiplexedConnection, PubSub};
+use deadpool_redis::redis::{self, ConnectionInfo, RedisError, Value};
+use deadpool_redis::{Pool, Runtime};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
 use crate::CacheError;
@@ -51,8 +55,34 @@ thread_local! {
     static KEPT: RefCell<Vec<(u64, Weak<()>, Opening)>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The URL without its password, for logs.
+pub(crate) fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The connection settings of `url` (`redis://[:password@]host:port[/db]`); `Err` if it is not
+/// a Redis URL. Connects nothing.
+pub(crate) fn connection_info(url: &str) -> Result<ConnectionInfo, CacheError> {
+    use redis::IntoConnectionInfo;
+    let bad_url = || CacheError::Config(format!("not a Redis URL: {}", redacted(url)));
+    redis::parse_redis_url(url).ok_or_else(bad_url)?;
+    // Small calls must leave at once rather than wait for the previous one's ACK (Nagle).
+    let info = url
+        .into_connection_info()
+        .map_err(|_| bad_url())?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    Ok(info)
+}
+
 /// Makes and keeps one store's connections.
 pub(crate) struct Connector {
+    /// As given, for the pub/sub connection; logged only [`redacted`].
+    url: String,
     pool: Pool,
     id: u64,
     /// Held by the `RedisStore`: when it is dropped, its kept connections are released.
@@ -60,8 +90,60 @@ pub(crate) struct Connector {
 }
 
 impl Connector {
-    pub(crate) fn new(pool: Pool, id: u64, alive: Weak<()>) -> Connector {
-        Connector { pool, id, alive }
+    /// A connector for `info` (from [`connection_info`] of `url`) with a pool of at most
+    /// `pool_size` connections being opened at once. Connects nothing.
+    pub(crate) fn new(
+        url: &str,
+        info: ConnectionInfo,
+        pool_size: usize,
+        id: u64,
+        alive: Weak<()>,
+    ) -> Result<Connector, CacheError> {
+        let manager = deadpool_redis::Manager::new(info)
+            .map_err(|_| CacheError::Config(format!("not a Redis URL: {}", redacted(url))))?;
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| CacheError::Config(format!("Redis pool: {e}")))?;
+        Ok(Connector {
+            url: url.to_string(),
+            pool,
+            id,
+            alive,
+        })
+    }
+
+    /// The URL as given (log it only [`redacted`]).
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A new pub/sub connection, not kept: the subscriber holds it for one session.
+    pub(crate) async fn pubsub(&self, timeout: Duration) -> Result<PubSub, String> {
+        let client = redis::Client::open(self.url.as_str()).map_err(|e| e.to_string())?;
+        tokio::time::timeout(timeout, client.get_async_pubsub())
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// Runs a script invocation on this thread's connection.
+    pub(crate) async fn run(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<Value, CacheError> {
+        self.with(|mut conn| async move { invocation.invoke_async::<Value>(&mut conn).await })
+            .await
+    }
+
+    /// Runs one plain command on this thread's connection.
+    pub(crate) async fn query<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, CacheError> {
+        self.with(|mut conn| async move { cmd.query_async::<T>(&mut conn).await })
+            .await
     }
 
     /// This thread's connection, opening one if needed. `true` with it if it was kept from an
@@ -151,5 +233,19 @@ impl Connector {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(
+            redacted("redis://:hunter2@h:6379/0"),
+            "redis://***@h:6379/0"
+        );
+        assert_eq!(redacted("redis://h:6379"), "redis://h:6379");
     }
 }

@@ -1,0 +1,261 @@
+//! [`ClockAuthority`], what a store implements when it keeps the tag clocks for every process
+//! that shares it, and [`ClockLink`], the handle through which it keeps one cache's local
+//! clocks and L1 in line with them.
+//!
+//! What must stay true: with an authority, every tick a cache applies comes from it (its own
+//! clocks only mirror it); while the authority cannot vouch that its invalidations reach a
+//! process, that process's L1 is empty and unused; and dropping "everything known locally"
+//! ([`ClockLink::forget_local`]) has this one implementation, used by the cache after a failed
+//! shared invalidation and by the authority when its subscription is lost or resumed.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{MemoryStore, Store};
+use crate::tags::TagClocks;
+use crate::CacheError;
+
+/// A [`Store`] that is also the one authority on the tag clocks of every process sharing it
+/// (`RedisStore` is one). [`crate::CacheBuilder::l2`] learns that a store is one from
+/// [`Store::clock_authority`], which such a store overrides to return `Some(self)`.
+///
+/// # Guarantees
+///
+/// What an implementor must guarantee:
+/// - its own [`Store::put`] and [`Store::get`] check a response's `born` against its clocks:
+///   `put` refuses with [`CacheError::Invalidated`] a record one of whose tags has a clock above
+///   its `born`, or whose `born` is below the last purge, and `get` never returns such a record
+///   (or leaves it to the cache's mirror only while it can vouch that the mirror is current);
+/// - [`ClockAuthority::invalidate`] and [`ClockAuthority::purge_clocks`] return `Ok(tick)` only
+///   once the tick is in the shared clocks, above every tick this process has seen
+///   ([`ClockLink::seq`]), and every later `put` and `get`, from any process, checks against it;
+/// - it tells every attached process of every tick, through the [`ClockLink`] it was given
+///   ([`ClockLink::invalidated`], [`ClockLink::purged`]); when it cannot be sure a process hears
+///   of them all, it says so at once ([`ClockLink::lost`]), and [`ClockLink::resumed`] with a
+///   tick taken after it can again.
+///
+/// What the [`crate::Cache`] guarantees on top: it takes every tick from the authority and
+/// applies it to its own clocks before `invalidate_tag` returns, so this process refuses what
+/// was invalidated without waiting for a message; a failed shared invalidation drops this
+/// process's L1 and refuses every fill begun so far (then returns the error); it starts with its
+/// L1 unused, and uses it only while the link is in sync.
+///
+/// A toy authority for one process, keeping records and clocks in one map as a shared server
+/// would (a real one also publishes each tick to the other processes):
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::{Arc, Mutex};
+/// use cache_core::{async_trait, CacheError, CacheKey, ClockAuthority, ClockLink, Record, Store, TierStats};
+///
+/// #[derive(Default)]
+/// struct Clocks { seq: u64, purged: u64, tags: HashMap<String, u64>, records: HashMap<u128, Record> }
+///
+/// impl Clocks {
+///     fn accepts(&self, record: &Record) -> bool {
+///         match record {
+///             Record::Response(entry) => {
+///                 entry.born >= self.purged
+///                     && entry.tags.iter().all(|t| self.tags.get(t).is_none_or(|c| *c <= entry.born))
+///             }
+///             Record::Variants(_) => true,
+///         }
+///     }
+/// }
+///
+/// #[derive(Default)]
+/// struct Authority(Mutex<Clocks>);
+///
+/// #[async_trait]
+/// impl Store for Authority {
+///     async fn get(&self, key: &CacheKey) -> Result<Option<Record>, CacheError> {
+///         let clocks = self.0.lock().unwrap();
+///         Ok(clocks.records.get(&key.hash()).filter(|r| clocks.accepts(r)).cloned())
+///     }
+///     async fn put(&self, key: &CacheKey, record: Record) -> Result<(), CacheError> {
+///         let mut clocks = self.0.lock().unwrap();
+///         if !clocks.accepts(&record) {
+///             return Err(CacheError::Invalidated);
+///         }
+///         clocks.records.insert(key.hash(), record);
+///         Ok(())
+///     }
+///     async fn remove(&self, key: &CacheKey) -> Result<(), CacheError> {
+///         self.0.lock().unwrap().records.remove(&key.hash());
+///         Ok(())
+///     }
+///     async fn clear(&self) -> Result<(), CacheError> {
+///         Ok(()) // purge_clocks already made every record invalid
+///     }
+///     fn stats(&self) -> TierStats {
+///         TierStats::default()
+///     }
+///     fn clock_authority(self: Arc<Self>) -> Option<Arc<dyn ClockAuthority>> {
+///         Some(self)
+///     }
+/// }
+///
+/// #[async_trait]
+/// impl ClockAuthority for Authority {
+///     async fn invalidate(&self, tags: &[String]) -> Result<u64, CacheError> {
+///         let mut clocks = self.0.lock().unwrap();
+///         clocks.seq += 1;
+///         let tick = clocks.seq;
+///         for tag in tags {
+///             clocks.tags.insert(tag.clone(), tick);
+///         }
+///         Ok(tick)
+///     }
+///     async fn purge_clocks(&self) -> Result<u64, CacheError> {
+///         let mut clocks = self.0.lock().unwrap();
+///         clocks.seq += 1;
+///         clocks.purged = clocks.seq;
+///         Ok(clocks.seq)
+///     }
+///     fn attach(&self, link: ClockLink) {
+///         // In one process every tick reaches the cache already: in sync from the start, at a
+///         // tick newer than any fill begun before.
+///         let mut clocks = self.0.lock().unwrap();
+///         clocks.seq += 1;
+///         link.resumed(clocks.seq);
+///     }
+/// }
+/// # use cache_core::{Cache, Entry, Lookup, MemoryStore};
+/// # fn fill_starts(cache: &Cache) -> u64 { cache.begin_fill() }
+/// # async fn fill_ends(cache: &Cache, born: u64, path: &str, tags: &[&str]) -> bool {
+/// #     let primary = cache.primary_key(b"shop.example", path.as_bytes(), b"");
+/// #     let now = cache_core::time::now_ms();
+/// #     let mut entry = Entry::new(primary.cache_key().bytes(), 200, vec![], "body".into(), now, now + 60_000);
+/// #     entry.born = born;
+/// #     entry.tags = tags.iter().map(|t| t.to_string()).collect();
+/// #     cache.store(&primary, &primary.cache_key(), entry).await.is_ok()
+/// # }
+/// # async fn fill(cache: &Cache, path: &str, tags: &[&str]) -> bool { fill_ends(cache, fill_starts(cache), path, tags).await }
+/// # async fn answered(cache: &Cache, path: &str) -> bool {
+/// #     let primary = cache.primary_key(b"shop.example", path.as_bytes(), b"");
+/// #     matches!(cache.lookup(&primary, |_| unreachable!()).await, Lookup::Fresh(_))
+/// # }
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// // `fill` stands for a request whose response the middleware stores, `answered` for one the
+/// // cache answers.
+/// let cache = Cache::builder().l1(MemoryStore::new()).l2(Authority::default()).build();
+/// assert!(cache.in_sync(), "attach resumed the link");
+/// assert!(fill(&cache, "/products/1", &["products"]).await);
+/// let in_flight = fill_starts(&cache);
+/// cache.invalidate_tag("products").await?; // ticks in the authority, then here
+/// assert!(!answered(&cache, "/products/1").await);
+/// assert!(!fill_ends(&cache, in_flight, "/products/2", &["products"]).await);
+/// assert!(fill(&cache, "/products/1", &["products"]).await);
+/// assert!(answered(&cache, "/products/1").await);
+/// # Ok::<(), CacheError>(())
+/// # }).unwrap();
+/// ```
+#[async_trait]
+pub trait ClockAuthority: Store {
+    /// Invalidates `tags` in the shared clocks as one tick, tells every attached process, and
+    /// returns the tick.
+    async fn invalidate(&self, tags: &[String]) -> Result<u64, CacheError>;
+
+    /// Invalidates everything stored so far, as one tick, tells every attached process, and
+    /// returns the tick.
+    async fn purge_clocks(&self) -> Result<u64, CacheError>;
+
+    /// Connects the authority to a cache's clocks and L1, so that invalidations made by other
+    /// processes reach them. Called once, by [`crate::CacheBuilder::build`]; the cache's L1
+    /// stays unused until the authority calls [`ClockLink::resumed`].
+    fn attach(&self, link: ClockLink);
+}
+
+/// What a [`ClockAuthority`] reports to: one cache's tag clocks and its L1. The cache holds the
+/// same state; the authority gets a clone from [`ClockAuthority::attach`].
+///
+/// What must stay true: while the authority cannot vouch that every invalidation reaches this
+/// process (its subscription is down), the L1 is empty and unused; when it can again, the L1
+/// starts empty and fills begun during the gap are refused.
+#[derive(Clone, Debug)]
+pub struct ClockLink {
+    pub(crate) clocks: Arc<TagClocks>,
+    pub(crate) l1: Option<MemoryStore>,
+    /// Whether the L1 may be read and filled. Always true without an authority; with one, true
+    /// only while it vouches that its invalidations reach this process.
+    pub(crate) l1_live: Arc<AtomicBool>,
+    pub(crate) namespace: String,
+}
+
+impl ClockLink {
+    pub(crate) fn new(
+        clocks: Arc<TagClocks>,
+        l1: Option<MemoryStore>,
+        l1_live: Arc<AtomicBool>,
+        namespace: String,
+    ) -> ClockLink {
+        ClockLink {
+            clocks,
+            l1,
+            l1_live,
+            namespace,
+        }
+    }
+
+    /// The cache's namespace; a shared store keeps each namespace's keys and clocks apart.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Whether every invalidation reaches this process right now (the subscription is up).
+    pub fn in_sync(&self) -> bool {
+        self.l1_live.load(Ordering::Acquire)
+    }
+
+    /// The highest tick this process has seen.
+    pub fn seq(&self) -> u64 {
+        self.clocks.now()
+    }
+
+    /// A tick read from the shared clocks: fills that start now are born at least there.
+    pub fn observed(&self, seq: u64) {
+        self.clocks.observe(seq);
+    }
+
+    /// `tags` were invalidated at `tick` (by any process).
+    pub fn invalidated<I, T>(&self, tick: u64, tags: I)
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.clocks.apply(tick, tags);
+    }
+
+    /// Everything was purged at `tick`.
+    pub fn purged(&self, tick: u64) {
+        self.clocks.apply_purge(tick);
+        if let Some(l1) = &self.l1 {
+            l1.clear_now();
+        }
+    }
+
+    /// Invalidations may be missed from now on: drop the L1 and stop using it.
+    pub fn lost(&self) {
+        self.l1_live.store(false, Ordering::SeqCst);
+        self.forget_local();
+    }
+
+    /// Every invalidation reaches this process again, and the shared clocks stand at `seq`
+    /// (a tick taken after the subscription was made): empty the L1, refuse fills begun before,
+    /// and use the L1 again.
+    pub fn resumed(&self, seq: u64) {
+        self.forget_local();
+        self.clocks.observe(seq);
+        self.l1_live.store(true, Ordering::SeqCst);
+    }
+
+    /// Drops the L1 and makes every entry born up to now invalid on this node.
+    pub(crate) fn forget_local(&self) {
+        self.clocks.purge_local();
+        if let Some(l1) = &self.l1 {
+            l1.clear_now();
+        }
+    }
+}
