@@ -1,5 +1,5 @@
-//! [`Config`]: what a [`crate::CacheMiddleware`] was built with, as one plain value, and the
-//! scope rule's path matching.
+//! [`Config`]: what a [`crate::CacheMiddleware`] was built with, as one plain value (the HTTP
+//! mode's [`HttpOptions`] included), and the scope rule's path matching.
 //!
 //! What must stay true: the config is a value. The builder changes its own copy
 //! (`Arc::make_mut`), so a setting made after a clone is kept on that clone and never lost, and
@@ -12,7 +12,6 @@ use std::time::Duration;
 use cache_core::{key::QueryOrder, Cache, CachePolicy};
 
 use crate::responder::ResolvedPolicy;
-use crate::rules::http::HttpOptions;
 
 /// Default largest body stored: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
@@ -89,5 +88,106 @@ impl Config {
             Some(options) if !options.sort_query => QueryOrder::AsSent,
             _ => QueryOrder::ByDecodedName,
         }
+    }
+}
+
+/// Options of the HTTP semantics mode. The defaults follow RFC 9111 for a shared cache, except
+/// two safety rules kept from the policy mode, each of which an option lifts:
+///
+/// - a response with `Set-Cookie` is never stored ([`HttpOptions::store_set_cookie`]);
+/// - a response to a request with `Authorization` is stored (when the RFC allows it: `public`,
+///   `s-maxage` or `must-revalidate`) only if it also varies on `Authorization`, and an entry
+///   is served to a request with `Authorization` only if it varies on it
+///   ([`HttpOptions::share_authorized`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use cache_actix::{Cache, CacheMiddleware, HttpOptions};
+///
+/// let options = HttpOptions::default()
+///     .cdn_cache_control(true)
+///     .keep_stale_for(Duration::from_secs(600));
+/// let middleware = CacheMiddleware::new(Cache::memory()).http_semantics_with(options);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct HttpOptions {
+    pub(crate) cdn_cache_control: bool,
+    pub(crate) store_set_cookie: bool,
+    pub(crate) share_authorized: bool,
+    pub(crate) keep_stale: Duration,
+    pub(crate) sort_query: bool,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            cdn_cache_control: false,
+            store_set_cookie: false,
+            share_authorized: false,
+            keep_stale: Duration::from_secs(3600),
+            sort_query: false,
+        }
+    }
+}
+
+impl HttpOptions {
+    /// Reads `CDN-Cache-Control` (RFC 9213): when a response has it, its directives decide
+    /// storing and freshness instead of `Cache-Control`. Off by default.
+    ///
+    /// ```
+    /// let options = cache_actix::HttpOptions::default().cdn_cache_control(true);
+    /// ```
+    pub fn cdn_cache_control(mut self, on: bool) -> Self {
+        self.cdn_cache_control = on;
+        self
+    }
+
+    /// Stores responses that carry `Set-Cookie` (and replays the cookie to every client), as
+    /// the RFC permits. Off by default: such a response usually belongs to one client.
+    ///
+    /// ```
+    /// let options = cache_actix::HttpOptions::default().store_set_cookie(true);
+    /// ```
+    pub fn store_set_cookie(mut self, on: bool) -> Self {
+        self.store_set_cookie = on;
+        self
+    }
+
+    /// Follows RFC 9111 section 3.5 to the letter for `Authorization`: a response to such a
+    /// request is stored when it says `public`, `s-maxage` or `must-revalidate`, and any fresh
+    /// entry may answer a request with `Authorization`. Off by default.
+    ///
+    /// ```
+    /// let options = cache_actix::HttpOptions::default().share_authorized(true);
+    /// ```
+    pub fn share_authorized(mut self, on: bool) -> Self {
+        self.share_authorized = on;
+        self
+    }
+
+    /// How long an entry is kept past its freshness (default one hour): one with a validator
+    /// (`ETag` or `Last-Modified`) can then be revalidated with a conditional request instead
+    /// of being fetched whole again, and any can answer stale where that is allowed
+    /// (`max-stale`, `stale-if-error`, an unreachable origin).
+    ///
+    /// ```
+    /// let options = cache_actix::HttpOptions::default()
+    ///     .keep_stale_for(std::time::Duration::from_secs(60));
+    /// ```
+    pub fn keep_stale_for(mut self, keep: Duration) -> Self {
+        self.keep_stale = keep;
+        self
+    }
+
+    /// Sorts query parameters (by decoded name, repeats kept in order) before keying, so that
+    /// `?a=1&b=2` and `?b=2&a=1` share an entry. Off by default: an origin that is not actix
+    /// may read parameter order, and then one client's spelling would answer another's.
+    ///
+    /// ```
+    /// let options = cache_actix::HttpOptions::default().sort_query(true);
+    /// ```
+    pub fn sort_query(mut self, on: bool) -> Self {
+        self.sort_query = on;
+        self
     }
 }

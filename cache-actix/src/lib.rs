@@ -63,10 +63,11 @@ pub use cache_core::{
 pub use cache_core::{codec, ClockAuthority, ClockLink};
 /// The `#[cached(...)]` attribute: see the crate README for every key.
 pub use cache_macros::cached;
+pub use config::HttpOptions;
 pub use headers::{CACHE_STATUS, CACHE_TAG, X_CACHE};
 pub use middleware::{
     CacheMiddleware, CacheService, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_KEY_BYTES,
 };
 pub use responder::Cached;
-pub use rules::http::{HttpOptions, OriginUnreachable};
+pub use rules::http::OriginUnreachable;

@@ -20,9 +20,9 @@ use cache_core::{Cache, CachePolicy};
 use futures_util::future::LocalBoxFuture;
 
 use crate::config::Config;
+use crate::config::HttpOptions;
 pub use crate::config::{DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_KEY_BYTES};
 use crate::flow::{fast_hit, Flow};
-use crate::rules::http::HttpOptions;
 
 /// Caches the responses of the services it wraps. Put it on an `App` or a `Scope`, inside any
 /// authentication middleware so that access is checked before a hit is served.
