@@ -138,9 +138,9 @@ impl Record {
 /// # async fn fill_ends(cache: &Cache, born: u64, path: &str, tags: &[&str]) -> bool {
 /// #     let primary = cache.primary_key(b"shop.example", path.as_bytes(), b"");
 /// #     let now = cache_core::time::now_ms();
-/// #     let mut entry = Entry::new(primary.cache_key().bytes(), 200, vec![], "body".into(), now, now + 60_000);
-/// #     entry.born = born;
-/// #     entry.tags = tags.iter().map(|t| t.to_string()).collect();
+/// #     let entry = Entry::new(primary.cache_key().bytes(), 200, vec![], "body".into(), now, now + 60_000)
+/// #         .with_born(born)
+/// #         .with_tags(tags.iter().map(|t| t.to_string()).collect());
 /// #     cache.store(&primary, &primary.cache_key(), entry).await.is_ok()
 /// # }
 /// # async fn fill(cache: &Cache, path: &str, tags: &[&str]) -> bool { fill_ends(cache, fill_starts(cache), path, tags).await }
