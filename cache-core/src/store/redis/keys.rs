@@ -1,17 +1,19 @@
 //! The Redis names of one namespace: record keys, the tick counter, the purge tick, the clock
 //! keys and their index, and the invalidation channel (the layout is described in `scripts.rs`).
 //!
-//! What must stay true: every name of a namespace carries the same hash tag `{store/cache}`, so
-//! on Redis Cluster they all live in one slot and one script may touch them; and no namespace
-//! can spell another's names (the characters that end the tag or separate its parts are
-//! escaped).
+//! What must stay true: every name the clock scripts touch carries the namespace's hash tag
+//! `{store/cache}`, so on Redis Cluster they live in one slot and one script may touch them; a
+//! record's name carries a hash tag of its own (its key's hash), so records spread over every
+//! master; and no namespace can spell another's names (the characters that end the tag or
+//! separate its parts are escaped).
 
 use crate::CacheKey;
 
 /// The Redis names of one namespace.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
-    base: String,
+    /// The namespace without the hash tag: the prefix of record names.
+    records: String,
     pub(crate) seq: String,
     pub(crate) purged: String,
     pub(crate) life: String,
@@ -30,11 +32,8 @@ impl Keys {
                 .replace('}', "%7D")
                 .replace('/', "%2F")
         };
-        let base = format!(
-            "ca:{{{}/{}}}",
-            escape(store_namespace),
-            escape(cache_namespace)
-        );
+        let name = format!("{}/{}", escape(store_namespace), escape(cache_namespace));
+        let base = format!("ca:{{{name}}}");
         Keys {
             seq: format!("{base}:seq"),
             purged: format!("{base}:purged"),
@@ -42,12 +41,13 @@ impl Keys {
             index: format!("{base}:clocks"),
             clock_prefix: format!("{base}:t:"),
             channel: format!("{base}:inv"),
-            base,
+            records: format!("ca:{name}:r:"),
         }
     }
 
+    /// A record's name: its own hash tag, so that records spread over a cluster's slots.
     pub(crate) fn record(&self, key: &CacheKey) -> String {
-        format!("{}:r:{:032x}", self.base, key.hash())
+        format!("{}{{{:032x}}}", self.records, key.hash())
     }
 
     pub(crate) fn clock(&self, tag: &str) -> Vec<u8> {
@@ -56,9 +56,9 @@ impl Keys {
         key
     }
 
-    /// The pattern that matches every key of the namespace (for tools and tests).
+    /// The pattern that matches every record of the namespace (for tools and tests).
     pub(crate) fn pattern(&self) -> String {
-        format!("{}:*", self.base)
+        format!("{}*", self.records)
     }
 }
 
@@ -72,5 +72,11 @@ mod tests {
         let b = Keys::new("a", "}b");
         assert_ne!(a.seq, b.seq);
         assert!(a.seq.starts_with("ca:{a%7D/b}"));
+        let key = crate::PrimaryKey::new("", b"h", b"/", b"").cache_key();
+        assert_ne!(a.record(&key), b.record(&key));
+        // The record's hash tag is its own hash, not the namespace's.
+        let record = a.record(&key);
+        let tag = &record[record.find('{').unwrap() + 1..record.find('}').unwrap()];
+        assert_eq!(tag, format!("{:032x}", key.hash()));
     }
 }

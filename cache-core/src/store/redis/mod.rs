@@ -353,46 +353,129 @@ impl RedisStore {
         let _ = self.remove(key).await;
     }
 
-    /// The read checked in Redis: the `GET` script compares the record's `born` with its tags'
-    /// clocks and the purge tick, and deletes it if they reject it.
+    /// The read checked in Redis: the record (`HMGET`), then its `born` and tags against the
+    /// clocks and the purge tick (`check`, in the clock slot); a record they refuse is deleted.
     async fn get_checked_in_redis(
         &self,
         key: &CacheKey,
         keys: Keys,
         record_key: String,
     ) -> Result<Option<Record>, CacheError> {
+        let read_key = record_key.clone();
+        let fields = self
+            .call(move |shared| async move {
+                let mut hmget = redis::cmd("HMGET");
+                hmget.arg(&read_key).arg("v").arg("b").arg("t");
+                shared.conn.query::<Vec<Option<Vec<u8>>>>(&hmget).await
+            })
+            .await;
+        let fields = match fields {
+            Ok(fields) => fields,
+            Err(err) => {
+                if matches!(err, CacheError::Corrupt(_)) {
+                    // Not a hash, or not ours.
+                    self.corrupt(key).await;
+                }
+                return Err(err);
+            }
+        };
+        let mut fields = fields.into_iter();
+        let (value, born, tags) = match (fields.next(), fields.next(), fields.next()) {
+            (Some(None), _, _) | (None, _, _) => return Ok(None),
+            (Some(Some(value)), Some(Some(born)), Some(Some(tags))) => (value, born, tags),
+            _ => return Err(self.malformed(key).await),
+        };
+        let born = std::str::from_utf8(&born)
+            .ok()
+            .and_then(|b| b.parse::<u64>().ok());
+        let (Some(born), Some(tags)) = (born, scripts::parse_pieces(&tags)) else {
+            return Err(self.malformed(key).await);
+        };
+        if !self.check_clocks(&keys, born, &tags, None).await? {
+            // Refused by the clocks: gone for everyone (a failure to delete only delays that).
+            let _ = self.remove(key).await;
+            return Ok(None);
+        }
+        match codec::decode_shared(&bytes::Bytes::from(value)) {
+            Ok(record) => Ok(Some(record)),
+            Err(err) => {
+                self.corrupt(key).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// A record whose fields are not what we wrote: counted and deleted.
+    async fn malformed(&self, key: &CacheKey) -> CacheError {
+        self.corrupt(key).await;
+        CacheError::Corrupt("malformed record (deleted)".into())
+    }
+
+    /// Whether the clocks accept a record born at `born` under `tags` (`check`, in the clock
+    /// slot); `life` (ms) is the record's whole life when a store asks, which the clocks keep
+    /// the longest of.
+    async fn check_clocks(
+        &self,
+        keys: &Keys,
+        born: u64,
+        tags: &[String],
+        life: Option<u64>,
+    ) -> Result<bool, CacheError> {
+        let clock_keys: Vec<Vec<u8>> = tags.iter().map(|t| keys.clock(t)).collect();
+        let keys = keys.clone();
         let reply = self
             .call(move |shared| async move {
-                let mut invocation = shared.scripts.get.prepare_invoke();
+                let mut invocation = shared.scripts.check.prepare_invoke();
                 invocation
-                    .key(&record_key)
                     .key(&keys.seq)
                     .key(&keys.purged)
-                    .arg(&keys.clock_prefix);
+                    .key(&keys.life)
+                    .key(&keys.index);
+                for clock in &clock_keys {
+                    invocation.key(clock.as_slice());
+                }
+                invocation
+                    .arg(born)
+                    .arg(life.map(|l| l.to_string()).unwrap_or_default())
+                    .arg(now_ms());
                 shared.conn.run(&invocation).await
             })
             .await?;
-        let mut parts = self.script_reply(reply)?;
-        let status = parts.get(1).and_then(int);
-        let value = match parts.get_mut(2) {
-            Some(Value::BulkString(bytes)) => Some(bytes::Bytes::from(std::mem::take(bytes))),
-            _ => None,
-        };
-        match (status, value) {
-            (Some(1), Some(bytes)) => match codec::decode_shared(&bytes) {
-                Ok(record) => Ok(Some(record)),
-                Err(err) => {
-                    self.corrupt(key).await;
-                    Err(err)
-                }
-            },
-            (Some(0 | 3), _) => Ok(None),
-            (Some(2), _) => {
-                self.shared.corrupt.fetch_add(1, Ordering::Relaxed);
-                Err(CacheError::Corrupt("malformed record (deleted)".into()))
-            }
+        let parts = self.script_reply(reply)?;
+        match parts.get(1).and_then(int) {
+            Some(1) => Ok(true),
+            Some(0) => Ok(false),
             _ => Err(CacheError::Corrupt("unexpected script reply".into())),
         }
+    }
+
+    /// Drops the clocks an invalidation named as older than its horizon (`prune`, which
+    /// declares them), raising the purge tick to the highest dropped.
+    async fn prune(
+        &self,
+        keys: Keys,
+        horizon: u64,
+        tick: u64,
+        old: Vec<Value>,
+    ) -> Result<(), CacheError> {
+        let old: Vec<Vec<u8>> = old
+            .into_iter()
+            .filter_map(|v| match v {
+                Value::BulkString(name) => Some(name),
+                _ => None,
+            })
+            .collect();
+        self.call(move |shared| async move {
+            let mut invocation = shared.scripts.prune.prepare_invoke();
+            invocation.key(&keys.purged).key(&keys.index);
+            for clock in &old {
+                invocation.key(clock.as_slice());
+            }
+            invocation.arg(horizon).arg(tick);
+            shared.conn.run(&invocation).await
+        })
+        .await
+        .map(|_| ())
     }
 
     fn keys(&self) -> Result<Keys, CacheError> {
@@ -429,6 +512,10 @@ impl Store for RedisStore {
         self.get_checked_in_redis(key, keys, record_key).await
     }
 
+    /// Two steps, since a record and the clocks may lie in different slots: the record is
+    /// written with its ttl (`put`, in its own slot), then the clocks are asked (`check`), and a
+    /// record they refuse is deleted and reported as [`CacheError::Invalidated`]. A reader
+    /// between the two steps checks the record against the clocks itself.
     async fn put(&self, key: &CacheKey, record: Record) -> Result<(), CacheError> {
         let keys = self.keys()?;
         let now = now_ms();
@@ -438,38 +525,33 @@ impl Store for RedisStore {
         }
         let (born, tags, life) = match &record {
             Record::Response(entry) => (
-                entry.born.to_string(),
-                tag_pieces(&entry.tags),
-                entry.expires_at_ms().saturating_sub(entry.stored_at_ms),
+                entry.born(),
+                entry.tags().to_vec(),
+                entry.expires_at_ms().saturating_sub(entry.stored_at_ms()),
             ),
-            Record::Variants(_) => (String::new(), Vec::new(), ttl),
+            // A vary list carries no tags; the highest tick seen dates it, so that a later purge
+            // drops it.
+            Record::Variants(_) => (self.shared.floor(), Vec::new(), ttl),
         };
         let value = codec::encode(&record);
         let record_key = keys.record(key);
-        let reply = self
-            .call(move |shared| async move {
-                let mut invocation = shared.scripts.put.prepare_invoke();
-                invocation
-                    .key(&record_key)
-                    .key(&keys.seq)
-                    .key(&keys.purged)
-                    .key(&keys.life)
-                    .key(&keys.index)
-                    .arg(&keys.clock_prefix)
-                    .arg(value)
-                    .arg(born)
-                    .arg(tags)
-                    .arg(ttl)
-                    .arg(life)
-                    .arg(now);
-                shared.conn.run(&invocation).await
-            })
-            .await?;
-        let parts = self.script_reply(reply)?;
-        match parts.get(1).and_then(int) {
-            Some(1) => Ok(()),
-            _ => Err(CacheError::Invalidated),
+        let pieces = tag_pieces(&tags);
+        self.call(move |shared| async move {
+            let mut invocation = shared.scripts.put.prepare_invoke();
+            invocation
+                .key(&record_key)
+                .arg(value)
+                .arg(born)
+                .arg(pieces)
+                .arg(ttl);
+            shared.conn.run(&invocation).await
+        })
+        .await?;
+        if self.check_clocks(&keys, born, &tags, Some(life)).await? {
+            return Ok(());
         }
+        let _ = self.remove(key).await;
+        Err(CacheError::Invalidated)
     }
 
     async fn remove(&self, key: &CacheKey) -> Result<(), CacheError> {
@@ -506,6 +588,7 @@ impl Store for RedisStore {
 impl ClockAuthority for RedisStore {
     async fn invalidate(&self, tags: &[String]) -> Result<u64, CacheError> {
         let keys = self.keys()?;
+        let keys_for_prune = keys.clone();
         let clock_keys: Vec<Vec<u8>> = tags.iter().map(|t| keys.clock(t)).collect();
         let pieces = tag_pieces(tags);
         let floor = self.shared.floor();
@@ -528,7 +611,24 @@ impl ClockAuthority for RedisStore {
                 shared.conn.run(&invocation).await
             })
             .await;
-        self.tick_reply(result)
+        let (tick, prune) = match result {
+            Ok(Value::Array(parts)) => {
+                let prune = match (parts.get(1).and_then(int), parts.get(2..)) {
+                    (Some(horizon), Some(old)) if !old.is_empty() => Some((horizon, old.to_vec())),
+                    _ => None,
+                };
+                (parts.first().cloned().ok_or(()), prune)
+            }
+            Ok(_) => (Err(()), None),
+            Err(err) => return self.tick_reply(Err(err)),
+        };
+        let tick = self.tick_reply(tick.map_err(|()| CacheError::Corrupt("bad tick".into())))?;
+        if let Some((horizon, old)) = prune {
+            // Housekeeping after the invalidation holds: a failure only leaves old clocks to a
+            // later invalidation.
+            let _ = self.prune(keys_for_prune, horizon, tick, old).await;
+        }
+        Ok(tick)
     }
 
     async fn purge_clocks(&self) -> Result<u64, CacheError> {

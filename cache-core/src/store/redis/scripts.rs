@@ -1,18 +1,27 @@
 //! The Lua scripts `RedisStore` runs, each one round trip and atomic in Redis, and the forms
 //! of what crosses to and from them: tag lists as `len:tag` pieces, integer replies.
 //!
-//! Key layout (every key of a namespace carries the hash tag `{ns}`, so on Redis Cluster they
-//! all live in one slot and one script may touch them):
-//! - `ca:{ns}:r:<hash>`: a record, a hash with `v` (the encoded record, see `codec`), `b` (its
+//! Key layout. A namespace's clocks share one hash tag, so that the scripts that move them run in
+//! one slot, atomically; each record has a hash tag of its own (its key's hash), so that on Redis
+//! Cluster records spread over every master. No script touches both: every script declares each
+//! key it touches in `KEYS`, and all of them lie in one slot.
+//! - `ca:<ns>:r:{<hash>}`: a record, a hash with `v` (the encoded record, see `codec`), `b` (its
 //!   `born` tick) and `t` (its tags as `len:tag` pieces), expiring on its own;
-//! - `ca:{ns}:seq`: the tick counter; `ca:{ns}:purged`: the tick of the last `purge_all`;
-//! - `ca:{ns}:t:<tag>`: the tick of the tag's last invalidation, with no expiry;
-//! - `ca:{ns}:clocks`: a sorted set of those clock keys by the time (Unix ms) each was set. An
-//!   invalidation drops a bounded number of clocks set more than the longest entry life plus an
-//!   hour ago (`ca:{ns}:life` holds that life): no record they could reject is still alive. The
-//!   purge tick is raised to the highest tick dropped, so that a fill begun before all of them is
-//!   still refused;
-//! - channel `ca:{ns}:inv`: `i <tick> <len:tag...>` and `p <tick>` messages.
+//! - `ca:{<ns>}:seq`: the tick counter; `ca:{<ns>}:purged`: the tick of the last `purge_all`;
+//! - `ca:{<ns>}:t:<tag>`: the tick of the tag's last invalidation, with no expiry;
+//! - `ca:{<ns>}:clocks`: a sorted set of those clock keys by the time (Unix ms) each was set. An
+//!   invalidation names a bounded number of clocks set more than the longest entry life plus an
+//!   hour ago (`ca:{<ns>}:life` holds that life) and `prune` drops them: no record they could
+//!   reject is still alive. The purge tick is raised to the highest tick dropped, so that a fill
+//!   begun before all of them is still refused;
+//! - channel `ca:{<ns>}:inv`: `i <tick> <len:tag...>` and `p <tick>` messages.
+//!
+//! A record and the clocks that judge it may lie in different slots, so they are never read or
+//! written in one script. A store writes the record (`put`), then asks the clocks (`check`) and
+//! deletes the record if they refuse it. A read checked in Redis reads the record (`HMGET`), then
+//! asks the clocks about its `born` and tags (`check`). Between the two steps of a store a reader
+//! may find the record; it checks it the same way, so a record is never served against a clock
+//! that refuses it, whichever order the two steps and an invalidation take.
 //!
 //! Expiry and eviction: records, and only records, expire. So under a `volatile-*`
 //! `maxmemory-policy` (the README recommends `volatile-lru`) Redis makes room by evicting records,
@@ -24,8 +33,8 @@
 //! whole (the cache answers the request and does not store it). Without one it would be a legacy
 //! script, which Redis refuses only at its first write that grows memory, and only if nothing was
 //! written before: its `DEL` of the old record counts as a write, so a full Redis under
-//! `noeviction` took every record and grew without bound. The read script stays a legacy one: a
-//! full Redis must still serve reads, and its only writes delete (or, rarely, raise the counter).
+//! `noeviction` took every record and grew without bound. Reads are plain commands and `check`,
+//! whose only writes repair garbage or raise the counter: a full Redis still serves them.
 //!
 //! What must stay true: a record is returned, or stored, only if its `born` is at least the
 //! purge tick and every clock of its tags; a value that is not what we wrote (wrong type,
@@ -70,122 +79,65 @@ local function index(idx, now, clock)
     redis.call('ZADD', idx, string.format('%d', now), clock)
   end
 end
--- Calls visit(tag) for each `len:tag` piece; false if the list is malformed.
-local function each_tag(tags, visit)
-  local i = 1
-  while i <= #tags do
-    local digits = string.match(tags, '^%d+:', i)
-    if not digits then return false end
-    local n = tonumber(string.sub(digits, 1, -2))
-    local from = i + #digits
-    if from + n - 1 > #tags then return false end
-    if visit(string.sub(tags, from, from + n - 1)) == false then return false end
-    i = from + n
-  end
-  return true
-end
 "#;
 
-/// `get`: KEYS record, seq, purged; ARGV clock prefix. Returns `{seq, status[, value]}` with
-/// status 0 absent, 1 valid, 2 malformed (deleted), 3 invalidated (deleted).
-const GET_BODY: &str = r#"
-local seq = int(get(KEYS[2])) or 0
-local r = redis.pcall('HMGET', KEYS[1], 'v', 'b', 't')
-if type(r) ~= 'table' or r.err then
-  redis.call('DEL', KEYS[1])
-  return {seq, 2}
-end
-if not r[1] then return {seq, 0} end
-local born = int(r[2])
-local tags = r[3]
-if not born or not tags then
-  redis.call('DEL', KEYS[1])
-  return {seq, 2}
-end
--- A born above the counter: the counter went back; nothing vouches for this record.
-if born > seq then
-  redis.call('SET', KEYS[2], string.format('%d', born))
-  redis.call('DEL', KEYS[1])
-  return {born, 3}
-end
-local purged = get(KEYS[3])
-if purged and (not int(purged) or int(purged) > born) then
-  redis.call('DEL', KEYS[1])
-  return {seq, 3}
-end
-local valid = true
-local well_formed = each_tag(tags, function(tag)
-  local clock = get(ARGV[1] .. tag)
-  if clock and (not int(clock) or int(clock) > born) then
-    valid = false
-    return false
-  end
-end)
-if not valid then
-  redis.call('DEL', KEYS[1])
-  return {seq, 3}
-end
-if not well_formed then
-  redis.call('DEL', KEYS[1])
-  return {seq, 2}
-end
-return {seq, 1, r[1]}
-"#;
-
-/// `put`: KEYS record, seq, purged, life, clock index; ARGV clock prefix, value, born ("" =
-/// now), tags, ttl ms, life ms, now (Unix ms). Returns `{seq, stored}`; stored is 0 when a tag or
-/// purge is newer than `born`. A garbage clock or purge tick is repaired to the current tick (an
-/// invalidation: the safe reading of "unknown"). The record always gets its ttl in the same
-/// script, so that no record lives on without one (which would make it unevictable under a
-/// `volatile-*` policy).
-const PUT_BODY: &str = r#"
-local seq = int(get(KEYS[2])) or 0
-local born = ARGV[3]
-if born == '' then born = string.format('%d', seq) end
-local b = int(born)
+/// `check`: KEYS seq, purged, life, clock index, then the clock key of each of the record's
+/// tags; ARGV born, the record's life in ms ("" = a read: leave it), now (Unix ms). Returns
+/// `{seq, valid}`: valid is 1 when `born` is at least the purge tick and every clock, else 0. A
+/// `born` above the counter means the counter went back: the counter is raised and the record
+/// refused. A garbage clock or purge tick is repaired to the current tick (an invalidation: the
+/// safe reading of "unknown"). Touches only the namespace's clock slot.
+const CHECK_BODY: &str = r#"
+local seq = int(get(KEYS[1])) or 0
+local b = int(ARGV[1])
 if not b then return {seq, 0} end
 if b > seq then
-  redis.call('SET', KEYS[2], string.format('%d', b))
+  redis.call('SET', KEYS[1], string.format('%d', b))
   return {b, 0}
 end
-local purged = get(KEYS[3])
+local purged = get(KEYS[2])
 if purged and not int(purged) then
-  redis.call('DEL', KEYS[3])
-  redis.call('SET', KEYS[3], string.format('%d', seq))
+  redis.call('DEL', KEYS[2])
+  redis.call('SET', KEYS[2], string.format('%d', seq))
   purged = seq
 end
 if purged and int(purged) > b then return {seq, 0} end
-local life = int(get(KEYS[4])) or 0
-local valid = true
-local well_formed = each_tag(ARGV[4], function(tag)
-  local key = ARGV[1] .. tag
-  local clock = get(key)
+local valid = 1
+for i = 5, #KEYS do
+  local clock = get(KEYS[i])
   if clock and not int(clock) then
-    redis.call('DEL', key)
-    redis.call('SET', key, string.format('%d', seq))
-    index(KEYS[5], int(ARGV[7]) or 0, key)
+    redis.call('DEL', KEYS[i])
+    redis.call('SET', KEYS[i], string.format('%d', seq))
+    index(KEYS[4], int(ARGV[3]) or 0, KEYS[i])
     clock = seq
   end
-  if clock and int(clock) > b then
-    valid = false
-    return false
-  end
-end)
-if not (valid and well_formed) then return {seq, 0} end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'b', born, 't', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-if (int(ARGV[6]) or 0) > life then
-  redis.call('DEL', KEYS[4])
-  redis.call('SET', KEYS[4], ARGV[6])
+  if clock and int(clock) > b then valid = 0 end
 end
-return {seq, 1}
+local life = int(ARGV[2])
+if valid == 1 and life and life > (int(get(KEYS[3])) or 0) then
+  redis.call('DEL', KEYS[3])
+  redis.call('SET', KEYS[3], ARGV[2])
+end
+return {seq, valid}
+"#;
+
+/// `put`: KEYS record; ARGV value, born, tags (`len:tag` pieces), ttl ms. Writes the record, a
+/// hash with `v`, `b` and `t`, and its ttl in the same script, so that no record lives on
+/// without one (which would make it unevictable under a `volatile-*` policy). Touches only the
+/// record's own slot; the caller then runs `check` on the clock slot and deletes the record if
+/// the clocks refuse it.
+const PUT_BODY: &str = r#"
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'b', ARGV[2], 't', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
 "#;
 
 /// `invalidate`: KEYS seq, life, purged, clock index, then one clock key per tag; ARGV channel,
 /// tags (`len:tag` pieces, for the message), the caller's highest seen tick, now (Unix ms).
-/// Ticks, sets every clock (no expiry), publishes, drops a few clocks no live record can need
-/// (raising the purge tick to them), returns the tick.
+/// Ticks, sets every clock (no expiry), publishes, and returns `{tick, horizon, old...}`: up to
+/// a few clocks set before the horizon, which no live record can need any more. The caller
+/// drops them with `prune`, which declares them (a script touches only the keys it is given).
 const INVALIDATE_BODY: &str = r#"
 local tick = next_tick(KEYS[1], ARGV[3])
 local now = int(ARGV[4]) or 0
@@ -198,31 +150,44 @@ redis.call('PUBLISH', ARGV[1], 'i ' .. string.format('%d', tick) .. ' ' .. ARGV[
 -- most `life`, and one stored after a clock was set was checked against it).
 local life = int(get(KEYS[2])) or 86400000
 local horizon = now - life - 3600000
+local reply = {tick, math.max(horizon, 0)}
 if horizon > 0 then
   local limit = 2 * (#KEYS - 4) + 16
   local old = redis.pcall('ZRANGEBYSCORE', KEYS[4], '-inf', string.format('%d', horizon),
     'LIMIT', 0, limit)
   if type(old) == 'table' and not old.err then
-    local highest = 0
-    for _, clock in ipairs(old) do
-      local v = get(clock)
-      local n = int(v)
-      -- Unreadable: the safe reading is "invalidated now".
-      if v and not n then n = tick end
-      if n and n > highest then highest = n end
-      redis.call('DEL', clock)
-      redis.call('ZREM', KEYS[4], clock)
-    end
-    -- Whatever those clocks rejected stays rejected: a fill born before them (a handler that
-    -- ran longer than any entry lives) is refused by the purge tick instead. An unreadable purge
-    -- tick already rejects everything (the store script repairs it).
-    local purged = get(KEYS[3])
-    if highest > 0 and (not purged or (int(purged) and int(purged) < highest)) then
-      redis.call('SET', KEYS[3], string.format('%d', highest))
-    end
+    for _, clock in ipairs(old) do table.insert(reply, clock) end
   end
 end
-return tick
+return reply
+"#;
+
+/// `prune`: KEYS purged, clock index, then clocks `invalidate` named as old; ARGV its horizon
+/// and tick. Drops each clock still set before the horizon (one set again meanwhile stays), and
+/// raises the purge tick to the highest dropped: whatever those clocks rejected stays rejected
+/// (a fill born before them, a handler that ran longer than any entry lives, is refused by the
+/// purge tick instead). An unreadable purge tick already rejects everything (`check` repairs it).
+const PRUNE_BODY: &str = r#"
+local horizon = int(ARGV[1]) or 0
+local tick = int(ARGV[2]) or 0
+local highest = 0
+for i = 3, #KEYS do
+  local score = tonumber(redis.pcall('ZSCORE', KEYS[2], KEYS[i]))
+  if score and score <= horizon then
+    local v = get(KEYS[i])
+    local n = int(v)
+    -- Unreadable: the safe reading is "invalidated now".
+    if v and not n then n = tick end
+    if n and n > highest then highest = n end
+    redis.call('DEL', KEYS[i])
+    redis.call('ZREM', KEYS[2], KEYS[i])
+  end
+end
+local purged = get(KEYS[1])
+if highest > 0 and (not purged or (int(purged) and int(purged) < highest)) then
+  redis.call('SET', KEYS[1], string.format('%d', highest))
+end
+return highest
 "#;
 
 /// `purge_all`: KEYS seq, purged; ARGV channel, the caller's highest seen tick.
@@ -248,11 +213,6 @@ const ALLOW_OOM: &str = "#!lua flags=allow-oom\n";
 /// A shebang without flags: a script that may write, refused as a whole when Redis is full.
 const DENY_OOM: &str = "#!lua\n";
 
-/// A script: the prelude, then `body`.
-fn script(body: &str) -> String {
-    format!("{PRELUDE}{body}")
-}
-
 /// A script Redis runs even when it is out of memory.
 fn script_allowed_when_full(body: &str) -> String {
     format!("{ALLOW_OOM}{PRELUDE}{body}")
@@ -263,8 +223,8 @@ fn script_refused_when_full(body: &str) -> String {
     format!("{DENY_OOM}{PRELUDE}{body}")
 }
 
-fn get() -> String {
-    script(GET_BODY)
+fn check() -> String {
+    script_allowed_when_full(CHECK_BODY)
 }
 
 fn put() -> String {
@@ -283,11 +243,16 @@ fn tick() -> String {
     script_allowed_when_full(TICK_BODY)
 }
 
+fn prune() -> String {
+    script_allowed_when_full(PRUNE_BODY)
+}
+
 /// The scripts of one store. Each keeps its SHA: a call sends `EVALSHA`, and the body only when
 /// Redis does not know it yet.
 pub(crate) struct Scripts {
-    pub(crate) get: Script,
+    pub(crate) check: Script,
     pub(crate) put: Script,
+    pub(crate) prune: Script,
     pub(crate) invalidate: Script,
     pub(crate) purge: Script,
     pub(crate) tick: Script,
@@ -296,8 +261,9 @@ pub(crate) struct Scripts {
 impl Scripts {
     pub(crate) fn new() -> Scripts {
         Scripts {
-            get: Script::new(&get()),
+            check: Script::new(&check()),
             put: Script::new(&put()),
+            prune: Script::new(&prune()),
             invalidate: Script::new(&invalidate()),
             purge: Script::new(&purge()),
             tick: Script::new(&tick()),
@@ -361,10 +327,15 @@ mod tests {
 
     #[test]
     fn the_flag_is_the_first_line_of_the_scripts_that_move_the_clocks() {
-        for script in [super::invalidate(), super::purge(), super::tick()] {
+        for script in [
+            super::invalidate(),
+            super::purge(),
+            super::tick(),
+            super::check(),
+            super::prune(),
+        ] {
             assert!(script.starts_with("#!lua flags=allow-oom\n"));
         }
         assert!(super::put().starts_with("#!lua\n"));
-        assert!(!super::get().starts_with("#!"));
     }
 }
