@@ -2,8 +2,9 @@
 //! (in memory, or tiered over Redis), and the HTTP server. The `products` binary is this.
 //!
 //! Environment: `LISTEN_ADDR` (default `127.0.0.1:8080`), `CACHE_ADMIN_TOKEN` (enables `/admin`),
-//! `DB_LATENCY_MS` (default 200), `REDIS_URL` (tiered: L1 memory + L2 Redis), `CACHE_L1=off`
-//! (with `REDIS_URL`: L2 only, for measuring Redis hits), `CACHE_STRICT_READS=1` (check every
+//! `DB_LATENCY_MS` (default 200), `REDIS_URL` (tiered: L1 memory + L2 Redis), or
+//! `REDIS_CLUSTER_URLS` (comma-separated seed nodes of a Redis Cluster), `CACHE_L1=off`
+//! (with an L2: L2 only, for measuring Redis hits), `CACHE_STRICT_READS=1` (check every
 //! Redis read against the clocks in Redis), `CACHE_NAMESPACE`, `WORKERS`,
 //! `RUST_LOG` (e.g. `cache_core=debug`).
 
@@ -46,24 +47,28 @@ pub async fn serve_from_env() -> std::io::Result<()> {
 
 fn build_cache() -> std::io::Result<Cache> {
     let namespace = std::env::var("CACHE_NAMESPACE").unwrap_or_else(|_| "products".to_string());
-    match std::env::var("REDIS_URL") {
-        Ok(url) if !url.is_empty() => {
-            // from_url does not connect: the server starts (and serves misses) with Redis down.
-            let strict = std::env::var("CACHE_STRICT_READS").is_ok_and(|v| v == "1");
-            let l2 = RedisStore::from_url(&url)?.strict_reads(strict);
-            let l1_off = std::env::var("CACHE_L1").is_ok_and(|v| v == "off");
-            let builder = Cache::builder().l2(l2).namespace(&namespace);
-            let builder = if l1_off {
-                builder
-            } else {
-                builder.l1(MemoryStore::new())
-            };
-            tracing::info!(l1 = !l1_off, "tiered cache on Redis");
-            Ok(builder.build())
-        }
-        _ => Ok(Cache::builder()
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    // Neither constructor connects: the server starts (and serves misses) with Redis down.
+    let l2 = match (set("REDIS_CLUSTER_URLS"), set("REDIS_URL")) {
+        (Some(urls), _) => Some(RedisStore::cluster(urls.split(',').map(str::trim))?),
+        (None, Some(url)) => Some(RedisStore::from_url(&url)?),
+        (None, None) => None,
+    };
+    let Some(l2) = l2 else {
+        return Ok(Cache::builder()
             .l1(MemoryStore::new())
             .namespace(&namespace)
-            .build()),
-    }
+            .build());
+    };
+    let strict = std::env::var("CACHE_STRICT_READS").is_ok_and(|v| v == "1");
+    let l2 = l2.strict_reads(strict);
+    let l1_off = std::env::var("CACHE_L1").is_ok_and(|v| v == "off");
+    let builder = Cache::builder().l2(l2).namespace(&namespace);
+    let builder = if l1_off {
+        builder
+    } else {
+        builder.l1(MemoryStore::new())
+    };
+    tracing::info!(l1 = !l1_off, "tiered cache on Redis");
+    Ok(builder.build())
 }

@@ -1,7 +1,13 @@
-//! Connections to Redis for one `RedisStore`: the URL checked and turned into connection
-//! settings, one multiplexed connection kept per thread, made through deadpool-redis, opened in
-//! the background, replaced when it breaks, and the subscriber's pub/sub connection. Nothing
-//! outside this file knows how Redis is reached, only that a call may fail.
+//! Connections to Redis for one `RedisStore`: the URLs checked and turned into connection
+//! settings, one multiplexed connection kept per thread (to one node through deadpool-redis, or
+//! to a Redis Cluster through redis-rs's cluster client, which routes each call by its keys'
+//! slot and follows `MOVED`/`ASK`), opened in the background, replaced when it breaks, and the
+//! subscriber's pub/sub connection. Nothing outside this file knows how Redis is reached, only
+//! that a call may fail.
+//!
+//! On a cluster the subscription is classic pub/sub on any one node: Redis Cluster forwards
+//! every `PUBLISH` to every node over its bus, so one node hears every invalidation, and when it
+//! fails the subscriber reconnects to the next seed.
 //!
 //! Why per thread: an actix worker then talks to Redis from its own thread, with no hop to
 //! another one. Why kept: each `Pool::get` costs deadpool's recycling `PING`, a second round
@@ -20,8 +26,10 @@ use std::future::Future;
 use std::sync::Weak;
 use std::time::Duration;
 
-use deadpool_redis::redis::aio::{MultiplexedConnection, PubSub};
-use deadpool_redis::redis::{self, ConnectionInfo, RedisError, Value};
+use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection, PubSub};
+use deadpool_redis::redis::cluster::ClusterClient;
+use deadpool_redis::redis::cluster_async::ClusterConnection;
+use deadpool_redis::redis::{self, Cmd, ConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
 use deadpool_redis::{Pool, Runtime};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
@@ -48,7 +56,78 @@ fn out_of_memory(err: &RedisError) -> bool {
             .contains("command not allowed when used memory")
 }
 
-type Opening = Shared<BoxFuture<'static, Result<MultiplexedConnection, String>>>;
+/// Where a store's Redis is: the URLs as given (logged only [`redacted`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Topology {
+    /// One node (`redis://` or `rediss://`).
+    Node(String),
+    /// A Redis Cluster, reached through any of these seed nodes.
+    Cluster(Vec<String>),
+}
+
+impl Topology {
+    /// The URLs, without passwords, for logs.
+    pub(crate) fn redacted(&self) -> String {
+        match self {
+            Topology::Node(url) => redacted(url),
+            Topology::Cluster(urls) => {
+                let urls: Vec<String> = urls.iter().map(|u| redacted(u)).collect();
+                format!("cluster [{}]", urls.join(", "))
+            }
+        }
+    }
+
+    fn urls(&self) -> &[String] {
+        match self {
+            Topology::Node(url) => std::slice::from_ref(url),
+            Topology::Cluster(urls) => urls,
+        }
+    }
+}
+
+/// One connection a thread keeps: to one node, or to a cluster (redis-rs keeps a connection to
+/// each of its nodes behind it).
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Node(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Node(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Node(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Node(conn) => conn.get_db(),
+            Conn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// How connections are made.
+enum Reach {
+    Node(Pool),
+    Cluster(ClusterClient),
+}
+
+type Opening = Shared<BoxFuture<'static, Result<Conn, String>>>;
 
 thread_local! {
     /// This thread's connections: (store id, the store's liveness, the connection or its opening).
@@ -82,50 +161,85 @@ pub(crate) fn connection_info(url: &str) -> Result<ConnectionInfo, CacheError> {
 /// Makes and keeps one store's connections.
 pub(crate) struct Connector {
     /// As given, for the pub/sub connection; logged only [`redacted`].
-    url: String,
-    pool: Pool,
+    topology: Topology,
+    reach: Reach,
     id: u64,
     /// Held by the `RedisStore`: when it is dropped, its kept connections are released.
     alive: Weak<()>,
 }
 
 impl Connector {
-    /// A connector for `info` (from [`connection_info`] of `url`) with a pool of at most
-    /// `pool_size` connections being opened at once. Connects nothing.
+    /// A connector for `topology` with at most `pool_size` connections being opened at once to
+    /// one node. Checks every URL; connects nothing.
     pub(crate) fn new(
-        url: &str,
-        info: ConnectionInfo,
+        topology: Topology,
         pool_size: usize,
         id: u64,
         alive: Weak<()>,
     ) -> Result<Connector, CacheError> {
-        let manager = deadpool_redis::Manager::new(info)
-            .map_err(|_| CacheError::Config(format!("not a Redis URL: {}", redacted(url))))?;
-        let pool = Pool::builder(manager)
-            .max_size(pool_size.max(1))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| CacheError::Config(format!("Redis pool: {e}")))?;
+        let reach = match &topology {
+            Topology::Node(url) => {
+                let info = connection_info(url)?;
+                let manager = deadpool_redis::Manager::new(info).map_err(|_| {
+                    CacheError::Config(format!("not a Redis URL: {}", redacted(url)))
+                })?;
+                let pool = Pool::builder(manager)
+                    .max_size(pool_size.max(1))
+                    .runtime(Runtime::Tokio1)
+                    .build()
+                    .map_err(|e| CacheError::Config(format!("Redis pool: {e}")))?;
+                Reach::Node(pool)
+            }
+            Topology::Cluster(urls) => {
+                if urls.is_empty() {
+                    return Err(CacheError::Config(
+                        "a Redis Cluster needs at least one seed URL".into(),
+                    ));
+                }
+                let infos = urls
+                    .iter()
+                    .map(|url| connection_info(url))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let client = ClusterClient::builder(infos)
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true))
+                    .build()
+                    .map_err(|e| CacheError::Config(format!("Redis Cluster: {e}")))?;
+                Reach::Cluster(client)
+            }
+        };
         Ok(Connector {
-            url: url.to_string(),
-            pool,
+            topology,
+            reach,
             id,
             alive,
         })
     }
 
-    /// The URL as given (log it only [`redacted`]).
-    pub(crate) fn url(&self) -> &str {
-        &self.url
+    /// Where the store's Redis is (log it only [`Topology::redacted`]).
+    pub(crate) fn topology(&self) -> &Topology {
+        &self.topology
     }
 
-    /// A new pub/sub connection, not kept: the subscriber holds it for one session.
+    /// A new pub/sub connection, not kept: the subscriber holds it for one session. On a
+    /// cluster, to the first seed node that answers.
     pub(crate) async fn pubsub(&self, timeout: Duration) -> Result<PubSub, String> {
-        let client = redis::Client::open(self.url.as_str()).map_err(|e| e.to_string())?;
-        tokio::time::timeout(timeout, client.get_async_pubsub())
-            .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| e.to_string())
+        let mut last = String::from("no seed node");
+        for url in self.topology.urls() {
+            let client = match redis::Client::open(url.as_str()) {
+                Ok(client) => client,
+                Err(err) => {
+                    last = err.to_string();
+                    continue;
+                }
+            };
+            match tokio::time::timeout(timeout, client.get_async_pubsub()).await {
+                Ok(Ok(pubsub)) => return Ok(pubsub),
+                Ok(Err(err)) => last = err.to_string(),
+                Err(_) => last = "connect timed out".to_string(),
+            }
+        }
+        Err(last)
     }
 
     /// Runs a script invocation on this thread's connection.
@@ -148,7 +262,7 @@ impl Connector {
 
     /// This thread's connection, opening one if needed. `true` with it if it was kept from an
     /// earlier call (so a failure on it may only mean it went stale).
-    async fn connection(&self) -> Result<(MultiplexedConnection, bool), CacheError> {
+    async fn connection(&self) -> Result<(Conn, bool), CacheError> {
         let kept = KEPT.with(|kept| {
             let mut kept = kept.borrow_mut();
             kept.retain(|(_, alive, _)| alive.strong_count() > 0);
@@ -175,15 +289,31 @@ impl Connector {
 
     /// Starts opening a connection for this thread and keeps the attempt.
     fn open(&self) -> Opening {
-        let pool = self.pool.clone();
-        let opening: Opening = async move {
-            match tokio::time::timeout(CONNECT_TIMEOUT, pool.get()).await {
-                Ok(Ok(pooled)) => Ok(deadpool_redis::Connection::take(pooled)),
-                Ok(Err(err)) => Err(err.to_string()),
-                Err(_) => Err("connecting timed out".to_string()),
+        let opening: Opening = match &self.reach {
+            Reach::Node(pool) => {
+                let pool = pool.clone();
+                async move {
+                    match tokio::time::timeout(CONNECT_TIMEOUT, pool.get()).await {
+                        Ok(Ok(pooled)) => Ok(Conn::Node(deadpool_redis::Connection::take(pooled))),
+                        Ok(Err(err)) => Err(err.to_string()),
+                        Err(_) => Err("connecting timed out".to_string()),
+                    }
+                }
+                .boxed()
+            }
+            Reach::Cluster(client) => {
+                let client = client.clone();
+                async move {
+                    match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_connection()).await
+                    {
+                        Ok(Ok(conn)) => Ok(Conn::Cluster(conn)),
+                        Ok(Err(err)) => Err(err.to_string()),
+                        Err(_) => Err("connecting timed out".to_string()),
+                    }
+                }
+                .boxed()
             }
         }
-        .boxed()
         .shared();
         // Driven to the end even if every caller stops waiting.
         tokio::spawn(opening.clone());
@@ -207,7 +337,7 @@ impl Connector {
     /// restarted, or the runtime that drove it ended) is replaced and `op` tried once more.
     pub(crate) async fn with<T, F, Fut>(&self, op: F) -> Result<T, CacheError>
     where
-        F: Fn(MultiplexedConnection) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         loop {

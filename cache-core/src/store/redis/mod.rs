@@ -47,7 +47,7 @@ use async_trait::async_trait;
 use deadpool_redis::redis::{self, Value};
 
 use self::breaker::Breaker;
-use self::conn::{redacted, Connector};
+use self::conn::{Connector, Topology};
 use self::keys::Keys;
 use self::runtime::background;
 use self::scripts::{int, tag_pieces};
@@ -86,7 +86,7 @@ static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(0);
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
-            .field("url", &redacted(self.shared.conn.url()))
+            .field("redis", &self.shared.conn.topology().redacted())
             .field("namespace", &self.shared.options.namespace)
             .field("timeout", &self.shared.options.timeout)
             .field("circuit_open", &self.shared.breaker.is_open())
@@ -99,15 +99,39 @@ impl RedisStore {
     /// A store for the Redis at `url` (`redis://[:password@]host:port[/db]`). Fails only on a
     /// malformed URL; it does not connect.
     pub fn from_url(url: &str) -> Result<RedisStore, CacheError> {
-        RedisStore::build(url, Options::default())
+        RedisStore::build(Topology::Node(url.to_string()), Options::default())
     }
 
-    fn build(url: &str, options: Options) -> Result<RedisStore, CacheError> {
-        let info = conn::connection_info(url)?;
+    /// A store for a Redis Cluster reached through `urls`, any of its nodes (`redis://host:port`
+    /// each; the client learns the rest of the cluster from them). Like [`RedisStore::from_url`],
+    /// it fails only on a malformed URL or an empty list, and does not connect: while the
+    /// cluster is down, every call is a miss.
+    ///
+    /// Records spread over every master (each has its own hash tag); a namespace's clocks live
+    /// in one slot, so an invalidation is one script on one master, whatever the number of
+    /// entries. A store writes its record, then asks the clocks, and deletes the record if they
+    /// refuse it; reads check the same way. The invalidation contract is the one-node contract.
+    ///
+    /// ```
+    /// use cache_core::{Cache, RedisStore};
+    /// let store = RedisStore::cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])?;
+    /// let cache = Cache::builder().l2(store).namespace("shop").build();
+    /// # Ok::<(), cache_core::CacheError>(())
+    /// ```
+    pub fn cluster<I, S>(urls: I) -> Result<RedisStore, CacheError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let urls = urls.into_iter().map(|u| u.as_ref().to_string()).collect();
+        RedisStore::build(Topology::Cluster(urls), Options::default())
+    }
+
+    fn build(topology: Topology, options: Options) -> Result<RedisStore, CacheError> {
         background()?;
         let alive = Arc::new(());
         let id = NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed);
-        let conn = Connector::new(url, info, options.pool_size, id, Arc::downgrade(&alive))?;
+        let conn = Connector::new(topology, options.pool_size, id, Arc::downgrade(&alive))?;
         let breaker = Breaker::new(5, Duration::from_millis(500));
         Ok(RedisStore {
             shared: Arc::new(Shared::new(conn, options, breaker)),
@@ -119,8 +143,8 @@ impl RedisStore {
     fn with(self, change: impl FnOnce(&mut Options)) -> RedisStore {
         let mut options = self.shared.options.clone();
         change(&mut options);
-        let url = self.shared.conn.url().to_string();
-        match RedisStore::build(&url, options) {
+        let topology = self.shared.conn.topology().clone();
+        match RedisStore::build(topology, options) {
             Ok(store) => store,
             // The URL was accepted once; keep the working store.
             Err(err) => {
