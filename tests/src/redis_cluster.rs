@@ -6,13 +6,16 @@
 //! returns only once every node says `cluster_state:ok`, all 16384 slots are served, every node
 //! knows all six and every replica's link to its master is up (so a replica can take over at
 //! once). Every wait is bounded and panics with what it last saw. Every node is SIGKILLed and the
-//! temp dir removed on drop, also while a test unwinds.
+//! temp dir removed on drop, also while a test unwinds. [`RedisCluster::start_tls`] is the same
+//! cluster speaking only TLS (clients, replication and the cluster bus); the helper then talks to
+//! every node through `redis-cli --tls`, never in plaintext.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::redis_process::{run, run_ok, strings, wait_until, Process, TempDir};
-use crate::resp::{self, Value};
+use crate::redis_tls::TlsFiles;
+use crate::resp;
 
 /// The number of hash slots of a Redis Cluster.
 pub const SLOTS: u32 = 16384;
@@ -65,6 +68,8 @@ pub struct RedisCluster {
     ids: HashMap<u16, String>,
     /// The replica a master had when [`RedisCluster::kill`] killed it.
     replica_at_kill: HashMap<u16, Option<u16>>,
+    /// The certificates, for a TLS-only cluster.
+    tls: Option<TlsFiles>,
     // Last: removed after the nodes are dead.
     dir: TempDir,
 }
@@ -73,7 +78,19 @@ impl RedisCluster {
     /// Starts six nodes, joins them with `redis-cli --cluster create ... --cluster-replicas 1`
     /// and waits (at most 20 s) until the cluster is whole and healthy.
     pub fn start() -> RedisCluster {
+        RedisCluster::start_inner(false)
+    }
+
+    /// As [`RedisCluster::start`], but every node listens only on a TLS port (`--port 0`), with
+    /// `--tls-cluster yes --tls-replication yes` and a throwaway CA (see [`TlsFiles`]); clients
+    /// need no certificate of their own (`--tls-auth-clients no`).
+    pub fn start_tls() -> RedisCluster {
+        RedisCluster::start_inner(true)
+    }
+
+    fn start_inner(tls: bool) -> RedisCluster {
         let dir = TempDir::new("cluster");
+        let tls = tls.then(|| TlsFiles::generate(&dir.sub("pki")));
         let mut taken = HashSet::new();
         let mut fresh = || loop {
             let port = crate::free_port();
@@ -85,10 +102,24 @@ impl RedisCluster {
         for _ in 0..6 {
             let (port, bus) = (fresh(), fresh());
             let node_dir = dir.sub(&port.to_string());
-            let args = vec![
-                "--port".to_string(),
-                port.to_string(),
-                "--bind".into(),
+            let mut args = match &tls {
+                None => vec!["--port".to_string(), port.to_string()],
+                Some(files) => {
+                    let mut args = strings(&["--port", "0", "--tls-port"]);
+                    args.push(port.to_string());
+                    args.extend(strings(&[
+                        "--tls-cluster",
+                        "yes",
+                        "--tls-replication",
+                        "yes",
+                    ]));
+                    args.extend(strings(&["--tls-auth-clients", "no"]));
+                    args.extend(files.server_args());
+                    args
+                }
+            };
+            args.extend([
+                "--bind".to_string(),
                 "127.0.0.1".into(),
                 "--cluster-enabled".into(),
                 "yes".into(),
@@ -114,7 +145,7 @@ impl RedisCluster {
                 "".into(),
                 "--appendonly".into(),
                 "no".into(),
-            ];
+            ]);
             let process = Process::redis_server(&args, node_dir.join("redis.log"));
             nodes.push(Node { port, process });
         }
@@ -122,6 +153,7 @@ impl RedisCluster {
             nodes,
             ids: HashMap::new(),
             replica_at_kill: HashMap::new(),
+            tls,
             dir,
         };
         for i in 0..cluster.nodes.len() {
@@ -133,14 +165,15 @@ impl RedisCluster {
                         cluster.nodes[i].process.log_tail()
                     );
                 }
-                match resp::request(port, &["CLUSTER", "MYID"]) {
-                    Some(Value::Bulk(Some(id))) => Ok(id),
+                match cluster.text(port, &["CLUSTER", "MYID"]) {
+                    Some(id) if id.trim().len() == 40 => Ok(id.trim().to_string()),
                     other => Err(format!("port {port}: {other:?}")),
                 }
             });
             cluster.ids.insert(port, id);
         }
-        let mut create = strings(&["--cluster", "create"]);
+        let mut create = cluster.cli_tls();
+        create.extend(strings(&["--cluster", "create"]));
         create.extend(
             cluster
                 .nodes
@@ -178,7 +211,9 @@ impl RedisCluster {
             }
             let me = view.iter().find(|l| l.has("myself"));
             if me.is_some_and(|l| l.master_id.is_some()) {
-                let info = resp::command(node.port, &["INFO", "replication"]).unwrap_or_default();
+                let info = self
+                    .text(node.port, &["INFO", "replication"])
+                    .unwrap_or_default();
                 if resp::info_field(&info, "master_link_status").as_deref() != Some("up") {
                     return Err(format!("replica {}: master link not up", node.port));
                 }
@@ -188,8 +223,7 @@ impl RedisCluster {
     }
 
     fn cluster_info(&self, port: u16) -> Result<String, String> {
-        resp::request(port, &["CLUSTER", "INFO"])
-            .and_then(|v| v.as_str().map(str::to_string))
+        self.text(port, &["CLUSTER", "INFO"])
             .ok_or_else(|| format!("port {port}: no CLUSTER INFO"))
     }
 
@@ -198,12 +232,44 @@ impl RedisCluster {
         self.nodes.iter().map(|n| n.port).collect()
     }
 
-    /// `redis://127.0.0.1:PORT` of every node (dead ones included).
+    /// `redis://127.0.0.1:PORT` of every node (dead ones included); `rediss://` for TLS.
     pub fn urls(&self) -> Vec<String> {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         self.ports()
             .iter()
-            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .map(|p| format!("{scheme}://127.0.0.1:{p}"))
             .collect()
+    }
+
+    /// The certificates of a cluster started with [`RedisCluster::start_tls`].
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+
+    /// The `redis-cli` TLS arguments (none for a plaintext cluster).
+    fn cli_tls(&self) -> Vec<String> {
+        self.tls
+            .as_ref()
+            .map_or_else(Vec::new, |files| files.cli_args(false))
+    }
+
+    /// A command whose reply is a string (`CLUSTER NODES`, `INFO`, ...) to one node: in RESP,
+    /// or through `redis-cli --tls` for a TLS cluster; `None` if unreachable.
+    fn text(&self, port: u16, args: &[&str]) -> Option<String> {
+        if self.tls.is_none() {
+            return resp::request(port, args).and_then(|v| v.as_str().map(str::to_string));
+        }
+        let mut full = self.cli_tls();
+        full.extend(["-p".to_string(), port.to_string()]);
+        full.extend(strings(args));
+        let out = run("redis-cli", &full, None);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// The id of the node on `port`.
@@ -223,8 +289,8 @@ impl RedisCluster {
 
     /// `CLUSTER NODES` as the node on `port` sees it.
     pub fn view(&self, port: u16) -> Result<Vec<NodeLine>, String> {
-        let text = resp::request(port, &["CLUSTER", "NODES"])
-            .and_then(|v| v.as_str().map(str::to_string))
+        let text = self
+            .text(port, &["CLUSTER", "NODES"])
             .ok_or_else(|| format!("port {port}: no CLUSTER NODES"))?;
         text.lines()
             .filter(|l| !l.trim().is_empty())
@@ -322,7 +388,8 @@ impl RedisCluster {
             "port {from_port} serves {from_before} slots, cannot give {slots}"
         );
         let entry = self.alive()[0];
-        let args = vec![
+        let mut args = self.cli_tls();
+        args.extend([
             "--cluster".to_string(),
             "reshard".into(),
             format!("127.0.0.1:{entry}"),
@@ -333,7 +400,7 @@ impl RedisCluster {
             "--cluster-slots".into(),
             slots.to_string(),
             "--cluster-yes".into(),
-        ];
+        ]);
         run_ok("redis-cli", &args, None);
         wait_until(Duration::from_secs(10), "reshard seen everywhere", || {
             for port in self.alive() {
@@ -348,16 +415,21 @@ impl RedisCluster {
         });
     }
 
-    /// Sends one command to the node on `port` (raw RESP reply; no redirect followed), or `None`
-    /// if it is unreachable.
+    /// Sends one command to the node on `port` (no redirect followed) and returns the raw RESP
+    /// reply, or `None` if it is unreachable. For a TLS cluster: `redis-cli --tls`'s stdout
+    /// instead (`None` if redis-cli fails).
     pub fn command(&self, port: u16, args: &[&str]) -> Option<String> {
-        resp::command(port, args)
+        match self.tls {
+            None => resp::command(port, args),
+            Some(_) => self.text(port, args).map(|t| t.trim().to_string()),
+        }
     }
 
     /// Runs `redis-cli -c` (following `MOVED` / `ASK`, as a cluster client does) against a live
     /// node and returns its stdout; panics if redis-cli fails.
     pub fn cli(&self, args: &[&str]) -> String {
-        let mut full = strings(&["-c", "-p"]);
+        let mut full = self.cli_tls();
+        full.extend(strings(&["-c", "-p"]));
         full.push(self.alive()[0].to_string());
         full.extend(strings(args));
         let out = run_ok("redis-cli", &full, None);
@@ -368,7 +440,7 @@ impl RedisCluster {
     pub fn keys_per_master(&self, pattern: &str) -> Vec<(u16, u64)> {
         self.masters()
             .into_iter()
-            .map(|port| (port, scan_count(port, pattern)))
+            .map(|port| (port, self.scan_count(port, pattern)))
             .collect()
     }
 
@@ -379,11 +451,12 @@ impl RedisCluster {
 
     /// Whether `redis-cli --cluster check` finds the cluster consistent (for diagnostics).
     pub fn check(&self) -> Result<(), String> {
-        let args = vec![
+        let mut args = self.cli_tls();
+        args.extend([
             "--cluster".to_string(),
             "check".into(),
             format!("127.0.0.1:{}", self.alive()[0]),
-        ];
+        ]);
         let out = run("redis-cli", &args, None);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         match out.status.success() && !text.contains("[ERR]") {
@@ -391,22 +464,31 @@ impl RedisCluster {
             false => Err(text),
         }
     }
-}
 
-/// Counts the keys matching `pattern` on one node by walking `SCAN`.
-fn scan_count(port: u16, pattern: &str) -> u64 {
-    let mut cursor = "0".to_string();
-    let mut count = 0;
-    loop {
-        let reply = resp::request(port, &["SCAN", &cursor, "MATCH", pattern, "COUNT", "1000"])
-            .unwrap_or_else(|| panic!("port {port} did not answer SCAN"));
-        let [next, keys] = reply.items() else {
-            panic!("port {port}: unexpected SCAN reply {reply:?}");
-        };
-        count += keys.items().len() as u64;
-        cursor = next.as_str().unwrap_or("0").to_string();
-        if cursor == "0" {
-            return count;
+    /// Counts the keys matching `pattern` on one node by walking `SCAN` (for TLS, with
+    /// `redis-cli --tls --scan`).
+    fn scan_count(&self, port: u16, pattern: &str) -> u64 {
+        if self.tls.is_some() {
+            let mut args = self.cli_tls();
+            args.extend(["-p".to_string(), port.to_string()]);
+            args.extend(strings(&["--scan", "--pattern", pattern]));
+            let out = run_ok("redis-cli", &args, None);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            return text.lines().filter(|l| !l.is_empty()).count() as u64;
+        }
+        let mut cursor = "0".to_string();
+        let mut count = 0;
+        loop {
+            let reply = resp::request(port, &["SCAN", &cursor, "MATCH", pattern, "COUNT", "1000"])
+                .unwrap_or_else(|| panic!("port {port} did not answer SCAN"));
+            let [next, keys] = reply.items() else {
+                panic!("port {port}: unexpected SCAN reply {reply:?}");
+            };
+            count += keys.items().len() as u64;
+            cursor = next.as_str().unwrap_or("0").to_string();
+            if cursor == "0" {
+                return count;
+            }
         }
     }
 }

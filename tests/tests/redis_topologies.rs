@@ -154,3 +154,32 @@ fn tls_server_can_require_client_certificates() {
     );
     eprintln!("tls client-cert test in {:?}", started.elapsed());
 }
+
+#[test]
+fn cluster_over_tls_refuses_plaintext() {
+    let started = Instant::now();
+    let cluster = RedisCluster::start_tls();
+    eprintln!("TLS cluster up in {:?}", started.elapsed());
+    assert!(cluster.tls_files().is_some());
+    assert!(cluster.urls().iter().all(|u| u.starts_with("rediss://")));
+    let masters = cluster.masters();
+    assert_eq!(masters.len(), 3);
+    for i in 0..30 {
+        assert_eq!(cluster.cli(&["SET", &format!("tls:{i}"), "v"]), "OK");
+    }
+    let per_master = cluster.keys_per_master("tls:*");
+    assert_eq!(per_master.iter().map(|(_, n)| n).sum::<u64>(), 30);
+    assert!(per_master.iter().all(|&(_, n)| n > 0), "{per_master:?}");
+    assert_eq!(
+        cluster.command(masters[0], &["PING"]).as_deref(),
+        Some("PONG")
+    );
+    for port in cluster.ports() {
+        let plain = resp::command(port, &["PING"]);
+        assert!(
+            !plain.as_deref().unwrap_or("").contains("PONG"),
+            "plaintext to {port} got {plain:?}"
+        );
+    }
+    eprintln!("TLS cluster test in {:?}", started.elapsed());
+}
