@@ -4,6 +4,11 @@
 //! handle is dropped.
 
 pub mod redis;
+pub mod redis_cluster;
+mod redis_process;
+pub mod redis_sentinel;
+pub mod redis_tls;
+pub mod resp;
 
 use std::net::TcpListener;
 
