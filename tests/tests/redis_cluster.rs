@@ -1,0 +1,235 @@
+//! Nodes sharing a real Redis Cluster (three masters, a replica each) through
+//! `RedisStore::cluster`: entries spread over every master, a fill on one node is a hit on
+//! another, an invalidation on one reaches the other, and a master's failure costs misses, never
+//! a 5xx or an invalidated body.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{dev::Service, http::StatusCode, test, web, App, HttpResponse};
+use cache_actix::{Cache, CacheMiddleware, CachePolicy, Cached, MemoryStore, RedisStore};
+use cache_actix_tests::{get_path as get, redis::wait_in_sync, redis_cluster::RedisCluster};
+
+#[derive(Default)]
+struct Db {
+    version: AtomicUsize,
+    calls: AtomicUsize,
+}
+
+fn node(cluster: &RedisCluster, l1: bool) -> Cache {
+    let store = RedisStore::cluster(cluster.urls()).unwrap_or_else(|e| panic!("cluster: {e}"));
+    let builder = Cache::builder().l2(store).namespace("shop");
+    if l1 {
+        builder.l1(MemoryStore::new()).build()
+    } else {
+        builder.build()
+    }
+}
+
+/// `/p/{id}` as `"{id}:v{version}"`, tagged `products`.
+async fn app(
+    cache: Cache,
+    db: Arc<Db>,
+) -> impl Service<
+    actix_http::Request,
+    Response = actix_web::dev::ServiceResponse,
+    Error = actix_web::Error,
+> {
+    test::init_service(App::new().wrap(CacheMiddleware::new(cache)).route(
+        "/p/{id}",
+        web::get().to(move |id: web::Path<u32>| {
+            let db = db.clone();
+            async move {
+                db.calls.fetch_add(1, Ordering::SeqCst);
+                let v = db.version.load(Ordering::SeqCst);
+                Cached::new(
+                    HttpResponse::Ok().body(format!("{id}:v{v}")),
+                    CachePolicy::new(Duration::from_secs(60)).tag("products"),
+                )
+            }
+        }),
+    ))
+    .await
+}
+
+/// Until `check` holds, or panics after `limit` with what it last saw.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(seen) if Instant::now() >= deadline => panic!("{what}: {seen}"),
+            Err(_) => actix_web::rt::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+#[actix_web::test]
+async fn entries_spread_over_every_master_and_nodes_share_them_and_their_invalidation() {
+    let cluster = RedisCluster::start();
+    let db = Arc::new(Db::default());
+    let (cache_a, cache_b) = (node(&cluster, true), node(&cluster, false));
+    wait_in_sync(&cache_a).await;
+    wait_in_sync(&cache_b).await;
+    let a = app(cache_a.clone(), db.clone()).await;
+    let b = app(cache_b.clone(), db.clone()).await;
+
+    // The first fill may race the cluster client's first connection; it is a miss either way.
+    eventually(
+        Duration::from_secs(5),
+        "A stores into the cluster",
+        || async {
+            let reply = get(&a, "/p/0").await;
+            let again = get(&b, "/p/0").await;
+            (again.x_cache() == "HIT" && again.text() == "0:v0")
+                .then_some(())
+                .ok_or_else(|| format!("A {:?}, B {:?}", reply.summary(), again.summary()))
+        },
+    )
+    .await;
+
+    const FILLS: u32 = 600;
+    for id in 1..=FILLS {
+        let reply = get(&a, &format!("/p/{id}")).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.text(), format!("{id}:v0"));
+    }
+    let calls = db.calls.load(Ordering::SeqCst);
+    for id in 1..=FILLS {
+        let reply = get(&b, &format!("/p/{id}")).await;
+        assert_eq!(
+            reply.summary(),
+            (StatusCode::OK, "HIT".into(), format!("{id}:v0")),
+            "B shares A's entry {id}"
+        );
+    }
+    assert_eq!(db.calls.load(Ordering::SeqCst), calls, "B ran no handler");
+
+    let per_master = cluster.keys_per_master("ca:*:r:*");
+    let total: u64 = per_master.iter().map(|(_, n)| n).sum();
+    assert!(total > u64::from(FILLS), "records stored: {per_master:?}");
+    let mean = total as f64 / per_master.len() as f64;
+    for (port, n) in &per_master {
+        // 600 records hashed onto three masters: each within a quarter of the mean (a
+        // namespace-wide hash tag would put every one on a single master).
+        assert!(
+            (*n as f64 - mean).abs() < mean * 0.25,
+            "master {port} holds {n} of {total}: {per_master:?}"
+        );
+    }
+
+    db.version.store(1, Ordering::SeqCst);
+    cache_a
+        .invalidate_tag("products")
+        .await
+        .unwrap_or_else(|e| panic!("invalidate: {e}"));
+    // B has no L1: its next read is checked against the clocks; A's own L1 is dropped at once.
+    assert_eq!(get(&a, "/p/7").await.text(), "7:v1");
+    eventually(
+        Duration::from_secs(2),
+        "B sees the invalidation",
+        || async {
+            let reply = get(&b, "/p/8").await;
+            (reply.text() == "8:v1")
+                .then_some(())
+                .ok_or_else(|| format!("{:?}", reply.summary()))
+        },
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn a_master_failure_costs_misses_never_a_5xx_or_an_invalidated_body() {
+    let mut cluster = RedisCluster::start();
+    let db = Arc::new(Db::default());
+    let (cache_a, cache_b) = (node(&cluster, true), node(&cluster, true));
+    wait_in_sync(&cache_a).await;
+    wait_in_sync(&cache_b).await;
+    let a = app(cache_a.clone(), db.clone()).await;
+    let b = app(cache_b.clone(), db.clone()).await;
+
+    let victim = cluster.masters()[0];
+    let mut killed = false;
+    let mut invalidated_at = None;
+    let started = Instant::now();
+    let mut round = 0u32;
+    while started.elapsed() < Duration::from_secs(12) {
+        round += 1;
+        if round == 40 {
+            cluster.kill(victim);
+            killed = true;
+        }
+        if round == 80 {
+            // The version the handler serves from now on; once the invalidation returned Ok,
+            // no node may answer with the old one.
+            db.version.store(1, Ordering::SeqCst);
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                match cache_a.invalidate_tag("products").await {
+                    Ok(()) => break,
+                    Err(err) => {
+                        assert!(tries < 200, "the invalidation never went through: {err}");
+                        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            invalidated_at = Some(round);
+        }
+        for (name, node) in [("A", &a), ("B", &b)] {
+            let id = round % 20;
+            let reply = get(node, &format!("/p/{id}")).await;
+            assert!(
+                !reply.status.is_server_error(),
+                "{name} round {round}: {:?}",
+                reply.summary()
+            );
+            let version = reply.text().rsplit('v').next().unwrap_or("").to_string();
+            assert!(
+                reply.text().starts_with(&format!("{id}:v")),
+                "{name} round {round}: a wrong body {:?}",
+                reply.summary()
+            );
+            if invalidated_at.is_some() {
+                // B learns of A's invalidation through the subscription (or, while it is down,
+                // does not use its L1); A knows at once.
+                if name == "A" {
+                    assert_eq!(version, "1", "A round {round}: {:?}", reply.summary());
+                }
+            }
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        killed && invalidated_at.is_some(),
+        "the loop reached both faults"
+    );
+    let new_master = cluster.wait_failover(victim, Duration::from_secs(10));
+    assert_ne!(new_master, victim);
+    // After the failover every node serves the new version, and the cluster serves hits again.
+    for node in [&a, &b] {
+        eventually(
+            Duration::from_secs(5),
+            "hits after the failover",
+            || async {
+                let first = get(node, "/p/99").await;
+                let second = get(node, "/p/99").await;
+                (second.x_cache() == "HIT" && second.text() == "99:v1")
+                    .then_some(())
+                    .ok_or_else(|| format!("{:?} then {:?}", first.summary(), second.summary()))
+            },
+        )
+        .await;
+    }
+    for id in 0..20 {
+        assert_eq!(
+            get(&b, &format!("/p/{id}")).await.text(),
+            format!("{id}:v1")
+        );
+    }
+}
