@@ -124,7 +124,8 @@ impl ConnectionLike for Conn {
 /// How connections are made.
 enum Reach {
     Node(Pool),
-    Cluster(ClusterClient),
+    // Boxed: the client is large, and a connector holds one or the other for its whole life.
+    Cluster(Box<ClusterClient>),
 }
 
 type Opening = Shared<BoxFuture<'static, Result<Conn, String>>>;
@@ -205,7 +206,7 @@ impl Connector {
                     .tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true))
                     .build()
                     .map_err(|e| CacheError::Config(format!("Redis Cluster: {e}")))?;
-                Reach::Cluster(client)
+                Reach::Cluster(Box::new(client))
             }
         };
         Ok(Connector {
@@ -302,7 +303,7 @@ impl Connector {
                 .boxed()
             }
             Reach::Cluster(client) => {
-                let client = client.clone();
+                let client = ClusterClient::clone(client);
                 async move {
                     match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_connection()).await
                     {
