@@ -23,12 +23,13 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection, PubSub};
 use deadpool_redis::redis::cluster::ClusterClient;
 use deadpool_redis::redis::cluster_async::ClusterConnection;
+use deadpool_redis::redis::sentinel::{SentinelClient, SentinelServerType};
 use deadpool_redis::redis::{self, Cmd, ConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
 use deadpool_redis::{Pool, Runtime};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
@@ -63,6 +64,11 @@ pub(crate) enum Topology {
     Node(String),
     /// A Redis Cluster, reached through any of these seed nodes.
     Cluster(Vec<String>),
+    /// A primary with replicas under Sentinel: these sentinels name the primary of `master`.
+    Sentinel {
+        sentinels: Vec<String>,
+        master: String,
+    },
 }
 
 impl Topology {
@@ -74,14 +80,17 @@ impl Topology {
                 let urls: Vec<String> = urls.iter().map(|u| redacted(u)).collect();
                 format!("cluster [{}]", urls.join(", "))
             }
+            Topology::Sentinel { sentinels, master } => {
+                let urls: Vec<String> = sentinels.iter().map(|u| redacted(u)).collect();
+                format!("sentinel {master} [{}]", urls.join(", "))
+            }
         }
     }
 
-    fn urls(&self) -> &[String] {
-        match self {
-            Topology::Node(url) => std::slice::from_ref(url),
-            Topology::Cluster(urls) => urls,
-        }
+    /// Whether a write acknowledged by the primary may yet be lost to a failover (Redis
+    /// replicates asynchronously): then what must survive one is confirmed with `WAIT`.
+    pub(crate) fn fails_over(&self) -> bool {
+        matches!(self, Topology::Sentinel { .. })
     }
 }
 
@@ -126,6 +135,9 @@ enum Reach {
     Node(Pool),
     // Boxed: the client is large, and a connector holds one or the other for its whole life.
     Cluster(Box<ClusterClient>),
+    // The sentinel client asks for `&mut` (it caches its sentinel connections); calls on this
+    // thread share it through the lock only while a connection is being opened.
+    Sentinel(Arc<tokio::sync::Mutex<SentinelClient>>),
 }
 
 type Opening = Shared<BoxFuture<'static, Result<Conn, String>>>;
@@ -208,6 +220,21 @@ impl Connector {
                     .map_err(|e| CacheError::Config(format!("Redis Cluster: {e}")))?;
                 Reach::Cluster(Box::new(client))
             }
+            Topology::Sentinel { sentinels, master } => {
+                if sentinels.is_empty() || master.is_empty() {
+                    return Err(CacheError::Config(
+                        "Sentinel needs at least one sentinel URL and the master's name".into(),
+                    ));
+                }
+                let infos = sentinels
+                    .iter()
+                    .map(|url| connection_info(url))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let client =
+                    SentinelClient::build(infos, master.clone(), None, SentinelServerType::Master)
+                        .map_err(|e| CacheError::Config(format!("Redis Sentinel: {e}")))?;
+                Reach::Sentinel(Arc::new(tokio::sync::Mutex::new(client)))
+            }
         };
         Ok(Connector {
             topology,
@@ -225,8 +252,27 @@ impl Connector {
     /// A new pub/sub connection, not kept: the subscriber holds it for one session. On a
     /// cluster, to the first seed node that answers.
     pub(crate) async fn pubsub(&self, timeout: Duration) -> Result<PubSub, String> {
+        if let Reach::Sentinel(sentinel) = &self.reach {
+            let sentinel = sentinel.clone();
+            return tokio::time::timeout(timeout, async move {
+                let client = sentinel
+                    .lock()
+                    .await
+                    .async_get_client()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                client.get_async_pubsub().await.map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|_| "connect timed out".to_string())?;
+        }
         let mut last = String::from("no seed node");
-        for url in self.topology.urls() {
+        let urls = match &self.topology {
+            Topology::Node(url) => std::slice::from_ref(url),
+            Topology::Cluster(urls) => urls.as_slice(),
+            Topology::Sentinel { .. } => &[],
+        };
+        for url in urls {
             let client = match redis::Client::open(url.as_str()) {
                 Ok(client) => client,
                 Err(err) => {
@@ -308,6 +354,22 @@ impl Connector {
                     match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_connection()).await
                     {
                         Ok(Ok(conn)) => Ok(Conn::Cluster(conn)),
+                        Ok(Err(err)) => Err(err.to_string()),
+                        Err(_) => Err("connecting timed out".to_string()),
+                    }
+                }
+                .boxed()
+            }
+            Reach::Sentinel(sentinel) => {
+                let sentinel = sentinel.clone();
+                async move {
+                    // Asks the sentinels which node is the primary now (and checks its `ROLE`).
+                    let connect = async {
+                        let client = sentinel.lock().await.async_get_client().await?;
+                        client.get_multiplexed_async_connection().await
+                    };
+                    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+                        Ok(Ok(conn)) => Ok(Conn::Node(conn)),
                         Ok(Err(err)) => Err(err.to_string()),
                         Err(_) => Err("connecting timed out".to_string()),
                     }

@@ -127,6 +127,49 @@ impl RedisStore {
         RedisStore::build(Topology::Cluster(urls), Options::default())
     }
 
+    /// A store for the primary that `sentinel_urls` (Redis Sentinel nodes) name for
+    /// `master_name`. Like [`RedisStore::from_url`], it fails only on a malformed URL or an
+    /// empty list, and does not connect.
+    ///
+    /// A failover costs misses while it lasts: calls to the old primary fail, the next
+    /// connection asks the sentinels for the new one, and the subscription moves with it (this
+    /// node's L1 is dropped meanwhile, as whenever the subscription is down).
+    ///
+    /// # Guarantees
+    /// Redis replicates asynchronously: a write the primary acknowledged may be missing from the
+    /// replica a failover promotes. So an invalidation (or a purge) returns `Ok` only once at
+    /// least one replica has confirmed it (`WAIT 1`, within the call's time limit), and a
+    /// failover to that replica keeps it; without a replica that answers, it returns `Err`
+    /// (after dropping this node's L1, as for any invalidation Redis did not take). A record
+    /// stored just before a failover may be lost; that is a miss.
+    ///
+    /// ```
+    /// use cache_core::{Cache, RedisStore};
+    /// let store = RedisStore::sentinel(
+    ///     ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379", "redis://10.0.0.3:26379"],
+    ///     "cache",
+    /// )?;
+    /// let cache = Cache::builder().l2(store).namespace("shop").build();
+    /// # Ok::<(), cache_core::CacheError>(())
+    /// ```
+    pub fn sentinel<I, S>(sentinel_urls: I, master_name: &str) -> Result<RedisStore, CacheError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let sentinels = sentinel_urls
+            .into_iter()
+            .map(|u| u.as_ref().to_string())
+            .collect();
+        RedisStore::build(
+            Topology::Sentinel {
+                sentinels,
+                master: master_name.to_string(),
+            },
+            Options::default(),
+        )
+    }
+
     fn build(topology: Topology, options: Options) -> Result<RedisStore, CacheError> {
         background()?;
         let alive = Arc::new(());
@@ -259,6 +302,9 @@ impl RedisStore {
             Err(err) if conn::is_full(err) => {
                 shared.breaker.success();
                 shared.warn_full();
+            }
+            Err(CacheError::Backend(message)) if message.starts_with(UNREPLICATED) => {
+                shared.breaker.success();
             }
             Err(_) => {
                 shared.breaker.failure();
@@ -632,7 +678,9 @@ impl ClockAuthority for RedisStore {
                     .arg(pieces)
                     .arg(floor)
                     .arg(now_ms());
-                shared.conn.run(&invocation).await
+                let reply = shared.conn.run(&invocation).await?;
+                replicated(&shared).await?;
+                Ok(reply)
             })
             .await;
         let (tick, prune) = match result {
@@ -666,7 +714,9 @@ impl ClockAuthority for RedisStore {
                     .key(&keys.purged)
                     .arg(&keys.channel)
                     .arg(floor);
-                shared.conn.run(&invocation).await
+                let reply = shared.conn.run(&invocation).await?;
+                replicated(&shared).await?;
+                Ok(reply)
             })
             .await;
         self.tick_reply(result)
@@ -689,5 +739,29 @@ impl ClockAuthority for RedisStore {
             // build() started it already; without it the L1 simply stays unused.
             Err(err) => tracing::error!(error = %err, "no invalidation subscription"),
         }
+    }
+}
+
+/// How the error of an invalidation no replica confirmed begins: Redis answered (and ran it),
+/// so it is not a failure for the circuit breaker.
+const UNREPLICATED: &str = "not replicated";
+
+/// Where a failover could lose an acknowledged write (Sentinel), waits until at least one
+/// replica has it (`WAIT 1`, for half the call's time limit): an invalidation must outlive a
+/// failover. Elsewhere a no-op.
+async fn replicated(shared: &Shared) -> Result<(), CacheError> {
+    if !shared.conn.topology().fails_over() {
+        return Ok(());
+    }
+    let wait_ms = u64::try_from(shared.options.timeout.as_millis() / 2)
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let mut wait = redis::cmd("WAIT");
+    wait.arg(1).arg(wait_ms);
+    match shared.conn.query::<i64>(&wait).await? {
+        n if n >= 1 => Ok(()),
+        _ => Err(CacheError::Backend(format!(
+            "{UNREPLICATED}: no replica confirmed the invalidation within the time limit"
+        ))),
     }
 }
