@@ -4,6 +4,7 @@
 //! handle is dropped.
 
 pub mod redis;
+pub mod redis_tls;
 
 use std::net::TcpListener;
 
