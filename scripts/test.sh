@@ -6,13 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The Redis tests start their own redis-server on a free loopback port; they fail without one.
-if ! command -v redis-server >/dev/null 2>&1; then
-    echo "== installing redis-server"
+# The TLS tests (redis_tls) also make their certificates with the openssl command-line tool.
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
+    echo "== installing redis-server and openssl"
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server openssl >/dev/null
 fi
 redis-server --version
+openssl version
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

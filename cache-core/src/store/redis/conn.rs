@@ -5,6 +5,11 @@
 //! subscriber's pub/sub connection. Nothing outside this file knows how Redis is reached, only
 //! that a call may fail.
 //!
+//! TLS (`rediss://`, rustls): the command connections and the pub/sub connection are made from
+//! the same settings ([`Tls`]), so both trust the same CAs and present the same client
+//! certificate. Certificates given are parsed when given, so a bad one is a configuration error
+//! at once rather than a miss on every call.
+//!
 //! On a cluster the subscription is classic pub/sub on any one node: Redis Cluster forwards
 //! every `PUBLISH` to every node over its bus, so one node hears every invalidation, and when it
 //! fails the subscriber reconnects to the next seed.
@@ -19,9 +24,11 @@
 //! is dropped and the call tried once more on a new one; connections of a dropped store are
 //! released by the next lookup on that thread; a Redis that refuses a call because it is at its
 //! `maxmemory` is told apart ([`is_full`]) from one that fails; a password never reaches a log
-//! ([`redacted`]).
+//! ([`redacted`]), nor does a private key; the server's certificate is always verified (the
+//! `#insecure` URL fragment is refused, and redis-rs is built without `tls-rustls-insecure`).
 
 use std::cell::RefCell;
+use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -30,9 +37,14 @@ use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection, PubSub};
 use deadpool_redis::redis::cluster::ClusterClient;
 use deadpool_redis::redis::cluster_async::ClusterConnection;
 use deadpool_redis::redis::sentinel::{SentinelClient, SentinelServerType};
-use deadpool_redis::redis::{self, Cmd, ConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
+use deadpool_redis::redis::{
+    self, ClientTlsConfig, Cmd, ConnectionAddr, ConnectionInfo, Pipeline, RedisError, RedisFuture,
+    TlsCertificates, Value,
+};
 use deadpool_redis::{Pool, Runtime};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::CacheError;
 
@@ -132,7 +144,9 @@ impl ConnectionLike for Conn {
 
 /// How connections are made.
 enum Reach {
-    Node(Pool),
+    /// The pool, and the client of the pub/sub connections (same TLS settings). Boxed, like
+    /// the cluster client: large, and held for the connector's whole life.
+    Node(Pool, Box<redis::Client>),
     // Boxed: the client is large, and a connector holds one or the other for its whole life.
     Cluster(Box<ClusterClient>),
     // The sentinel client asks for `&mut` (it caches its sentinel connections); calls on this
@@ -157,8 +171,9 @@ pub(crate) fn redacted(url: &str) -> String {
     }
 }
 
-/// The connection settings of `url` (`redis://[:password@]host:port[/db]`); `Err` if it is not
-/// a Redis URL. Connects nothing.
+/// The connection settings of `url` (`redis://[:password@]host:port[/db]`, or `rediss://` for
+/// TLS); `Err` if it is not a Redis URL, or asks for TLS without certificate verification
+/// (`#insecure`). Connects nothing.
 pub(crate) fn connection_info(url: &str) -> Result<ConnectionInfo, CacheError> {
     use redis::IntoConnectionInfo;
     let bad_url = || CacheError::Config(format!("not a Redis URL: {}", redacted(url)));
@@ -168,7 +183,144 @@ pub(crate) fn connection_info(url: &str) -> Result<ConnectionInfo, CacheError> {
         .into_connection_info()
         .map_err(|_| bad_url())?
         .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    if let ConnectionAddr::TcpTls { insecure: true, .. } = info.addr() {
+        return Err(CacheError::Config(format!(
+            "{}: `#insecure` would turn off the verification of Redis's certificate, which \
+             RedisStore does not do; trust its CA with `tls_root_ca_pem` instead",
+            redacted(url)
+        )));
+    }
     Ok(info)
+}
+
+/// The certificates of a `rediss://` store: CAs to trust instead of the platform's store, and
+/// a client certificate. Both are checked when given; neither is ever printed.
+#[derive(Clone, Default)]
+pub(crate) struct Tls {
+    /// One PEM bundle of every CA given (with none, the platform's trust store is used).
+    roots: Option<Vec<u8>>,
+    /// The client's certificate chain and private key, in PEM.
+    client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("custom_ca", &self.roots.is_some())
+            .field("client_cert", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl Tls {
+    /// Adds the CA certificates of `pem` to those trusted; `Err` unless it holds at least one
+    /// certificate and every one of them is a usable trust anchor.
+    pub(crate) fn add_root_ca(&mut self, pem: Vec<u8>) -> Result<(), CacheError> {
+        let bad = |why: String| CacheError::Config(format!("Redis TLS root CA: {why}"));
+        let mut store = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| bad(format!("unreadable PEM ({e})")))?;
+            store
+                .add(cert)
+                .map_err(|e| bad(format!("not a usable CA certificate ({e})")))?;
+        }
+        if store.is_empty() {
+            return Err(bad("no CERTIFICATE block in the PEM".into()));
+        }
+        let roots = self.roots.get_or_insert_with(Vec::new);
+        if !roots.is_empty() && !roots.ends_with(b"\n") {
+            roots.push(b'\n');
+        }
+        roots.extend_from_slice(&pem);
+        Ok(())
+    }
+
+    /// Sets the client certificate chain and its private key; `Err` unless the chain holds a
+    /// certificate and the key is one rustls can sign with and matches it.
+    pub(crate) fn set_client_cert(
+        &mut self,
+        cert: Vec<u8>,
+        key: Vec<u8>,
+    ) -> Result<(), CacheError> {
+        // The messages name what is wrong, never what the key holds.
+        let bad = |why: String| CacheError::Config(format!("Redis TLS client certificate: {why}"));
+        let chain = CertificateDer::pem_slice_iter(&cert)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("unreadable certificate PEM ({e})")))?;
+        if chain.is_empty() {
+            return Err(bad("no CERTIFICATE block in the certificate PEM".into()));
+        }
+        let private_key = PrivateKeyDer::from_pem_slice(&key)
+            .map_err(|e| bad(format!("no readable private key in the key PEM ({e})")))?;
+        // What a connection will do with them, done once now.
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_client_auth_cert(chain, private_key)
+        .map_err(|e| {
+            bad(format!(
+                "the key does not fit the certificate or is not supported ({e})"
+            ))
+        })?;
+        self.client = Some((cert, key));
+        Ok(())
+    }
+
+    /// In redis-rs's form; `None` when nothing was given.
+    fn certificates(&self) -> Option<TlsCertificates> {
+        if self.roots.is_none() && self.client.is_none() {
+            return None;
+        }
+        Some(TlsCertificates {
+            client_tls: self.client.as_ref().map(|(cert, key)| ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.clone(),
+            }),
+            root_cert: self.roots.clone(),
+        })
+    }
+}
+
+/// redis-rs makes each TLS connection with rustls's process-wide crypto provider, and rustls
+/// panics when there is none it can choose. Installs `ring` unless the application installed
+/// one (or another thread just did: that one serves as well).
+fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+/// The settings of the command connections (`info` with `tls` in it) and the client of the
+/// pub/sub connections, which uses the same certificates.
+fn clients(
+    url: &str,
+    info: ConnectionInfo,
+    tls: &Tls,
+) -> Result<(ConnectionInfo, redis::Client), CacheError> {
+    let bad_url = || CacheError::Config(format!("not a Redis URL: {}", redacted(url)));
+    let over_tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
+    if over_tls {
+        ensure_crypto_provider();
+    }
+    match tls.certificates() {
+        None => Ok((info, redis::Client::open(url).map_err(|_| bad_url())?)),
+        Some(_) if !over_tls => Err(CacheError::Config(format!(
+            "TLS certificates need a rediss:// URL, not {}",
+            redacted(url)
+        ))),
+        Some(certificates) => {
+            let refused = |e: RedisError| {
+                CacheError::Config(format!("Redis TLS settings for {}: {e}", redacted(url)))
+            };
+            let commands =
+                redis::Client::build_with_tls(info, certificates.clone()).map_err(refused)?;
+            let pubsub = redis::Client::build_with_tls(url, certificates).map_err(refused)?;
+            Ok((commands.get_connection_info().clone(), pubsub))
+        }
+    }
 }
 
 /// Makes and keeps one store's connections.
@@ -186,13 +338,14 @@ impl Connector {
     /// one node. Checks every URL; connects nothing.
     pub(crate) fn new(
         topology: Topology,
+        tls: &Tls,
         pool_size: usize,
         id: u64,
         alive: Weak<()>,
     ) -> Result<Connector, CacheError> {
         let reach = match &topology {
             Topology::Node(url) => {
-                let info = connection_info(url)?;
+                let (info, pubsub) = clients(url, connection_info(url)?, tls)?;
                 let manager = deadpool_redis::Manager::new(info).map_err(|_| {
                     CacheError::Config(format!("not a Redis URL: {}", redacted(url)))
                 })?;
@@ -201,7 +354,7 @@ impl Connector {
                     .runtime(Runtime::Tokio1)
                     .build()
                     .map_err(|e| CacheError::Config(format!("Redis pool: {e}")))?;
-                Reach::Node(pool)
+                Reach::Node(pool, Box::new(pubsub))
             }
             Topology::Cluster(urls) => {
                 if urls.is_empty() {
@@ -213,9 +366,20 @@ impl Connector {
                     .iter()
                     .map(|url| connection_info(url))
                     .collect::<Result<Vec<_>, _>>()?;
-                let client = ClusterClient::builder(infos)
+                if infos
+                    .iter()
+                    .any(|i| matches!(i.addr(), ConnectionAddr::TcpTls { .. }))
+                {
+                    ensure_crypto_provider();
+                }
+                let builder = ClusterClient::builder(infos)
                     .connection_timeout(CONNECT_TIMEOUT)
-                    .tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true))
+                    .tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+                let builder = match tls.certificates() {
+                    Some(certificates) => builder.certs(certificates),
+                    None => builder,
+                };
+                let client = builder
                     .build()
                     .map_err(|e| CacheError::Config(format!("Redis Cluster: {e}")))?;
                 Reach::Cluster(Box::new(client))
@@ -224,6 +388,11 @@ impl Connector {
                 if sentinels.is_empty() || master.is_empty() {
                     return Err(CacheError::Config(
                         "Sentinel needs at least one sentinel URL and the master's name".into(),
+                    ));
+                }
+                if tls.certificates().is_some() {
+                    return Err(CacheError::Config(
+                        "custom TLS certificates are not supported with Sentinel yet".into(),
                     ));
                 }
                 let infos = sentinels
@@ -266,11 +435,16 @@ impl Connector {
             .await
             .map_err(|_| "connect timed out".to_string())?;
         }
+        if let Reach::Node(_, pubsub) = &self.reach {
+            return tokio::time::timeout(timeout, pubsub.get_async_pubsub())
+                .await
+                .map_err(|_| "connect timed out".to_string())?
+                .map_err(|e| e.to_string());
+        }
         let mut last = String::from("no seed node");
         let urls = match &self.topology {
-            Topology::Node(url) => std::slice::from_ref(url),
             Topology::Cluster(urls) => urls.as_slice(),
-            Topology::Sentinel { .. } => &[],
+            Topology::Node(_) | Topology::Sentinel { .. } => &[],
         };
         for url in urls {
             let client = match redis::Client::open(url.as_str()) {
@@ -337,7 +511,7 @@ impl Connector {
     /// Starts opening a connection for this thread and keeps the attempt.
     fn open(&self) -> Opening {
         let opening: Opening = match &self.reach {
-            Reach::Node(pool) => {
+            Reach::Node(pool, _) => {
                 let pool = pool.clone();
                 async move {
                     match tokio::time::timeout(CONNECT_TIMEOUT, pool.get()).await {

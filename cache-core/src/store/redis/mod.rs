@@ -60,7 +60,10 @@ use crate::{codec, CacheError, CacheKey, TierStats};
 /// their tag clocks.
 ///
 /// `from_url` checks the URL only; nothing connects until the first call, so a process starts
-/// (and serves, from its handlers) while Redis is down.
+/// (and serves, from its handlers) while Redis is down. A `rediss://` URL connects over TLS
+/// (rustls), verifying Redis's certificate against the platform's trust store, or against the
+/// CAs given to [`RedisStore::tls_root_ca_pem`]; [`RedisStore::tls_client_cert_pem`] adds a
+/// client certificate.
 ///
 /// ```
 /// use std::time::Duration;
@@ -89,6 +92,7 @@ impl fmt::Debug for RedisStore {
             .field("redis", &self.shared.conn.topology().redacted())
             .field("namespace", &self.shared.options.namespace)
             .field("timeout", &self.shared.options.timeout)
+            .field("tls", &self.shared.options.tls)
             .field("circuit_open", &self.shared.breaker.is_open())
             .field("clocks_at_risk", &self.shared.clocks_at_risk())
             .finish()
@@ -96,8 +100,26 @@ impl fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// A store for the Redis at `url` (`redis://[:password@]host:port[/db]`). Fails only on a
-    /// malformed URL; it does not connect.
+    /// A store for the Redis at `url` (`redis://[:password@]host:port[/db]`, or
+    /// `rediss://[:password@]host:port[/db]` for TLS). Fails only on a malformed URL, or on a
+    /// `rediss://` URL with the `#insecure` fragment (certificates are always verified); it does
+    /// not connect.
+    ///
+    /// Over `rediss://`, Redis's certificate must chain to a CA of the platform's trust store
+    /// (read by rustls-native-certs when each connection is made: on Linux the OpenSSL
+    /// locations, `SSL_CERT_FILE` and `SSL_CERT_DIR` included) and name the host of the URL
+    /// (a DNS name, or an IP address in its subject alternative names), as a managed Redis
+    /// with a public certificate does. TLS uses rustls; if the process has not installed a
+    /// rustls crypto provider, the first `rediss://` store installs `ring` as the default.
+    ///
+    /// ```
+    /// use cache_core::RedisStore;
+    ///
+    /// // Nothing listens there: still Ok, and every call is a miss until it does.
+    /// let store = RedisStore::from_url("rediss://:secret@127.0.0.1:1/0")?;
+    /// assert!(RedisStore::from_url("rediss://127.0.0.1:1/#insecure").is_err());
+    /// # Ok::<(), cache_core::CacheError>(())
+    /// ```
     pub fn from_url(url: &str) -> Result<RedisStore, CacheError> {
         RedisStore::build(Topology::Node(url.to_string()), Options::default())
     }
@@ -174,12 +196,92 @@ impl RedisStore {
         background()?;
         let alive = Arc::new(());
         let id = NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed);
-        let conn = Connector::new(topology, options.pool_size, id, Arc::downgrade(&alive))?;
+        let conn = Connector::new(
+            topology,
+            &options.tls,
+            options.pool_size,
+            id,
+            Arc::downgrade(&alive),
+        )?;
         let breaker = Breaker::new(5, Duration::from_millis(500));
         Ok(RedisStore {
             shared: Arc::new(Shared::new(conn, options, breaker)),
             alive,
         })
+    }
+
+    /// Trusts the CA certificates in `pem` (one or more `CERTIFICATE` blocks) for a `rediss://`
+    /// store, instead of the platform's trust store: Redis's certificate must then chain to one
+    /// of the CAs given (each call adds its own to the previous ones) and name the URL's host.
+    /// Applies to every connection of the store, the invalidation subscription's included.
+    ///
+    /// `Err(CacheError::Config)` for a PEM without a certificate or with one that cannot be a
+    /// trust anchor, or for a `redis://` URL (TLS needs `rediss://`). There is no way to turn
+    /// verification off: a Redis whose certificate does not verify is never used (every call is
+    /// a miss, counted in `l2.errors`).
+    ///
+    /// ```no_run
+    /// use cache_core::RedisStore;
+    ///
+    /// let store = RedisStore::from_url("rediss://redis.internal:6380")?
+    ///     .tls_root_ca_pem(std::fs::read("/etc/redis/tls/ca.crt")?)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// A malformed PEM is refused at once:
+    ///
+    /// ```
+    /// use cache_core::{CacheError, RedisStore};
+    ///
+    /// let store = RedisStore::from_url("rediss://127.0.0.1:1")?;
+    /// let refused = store.tls_root_ca_pem("not a certificate");
+    /// assert!(matches!(refused, Err(CacheError::Config(_))));
+    /// # Ok::<(), cache_core::CacheError>(())
+    /// ```
+    pub fn tls_root_ca_pem(self, pem: impl Into<Vec<u8>>) -> Result<RedisStore, CacheError> {
+        let mut options = self.shared.options.clone();
+        options.tls.add_root_ca(pem.into())?;
+        RedisStore::build(self.shared.conn.topology().clone(), options)
+    }
+
+    /// Presents a client certificate to a `rediss://` Redis that requires one
+    /// (`tls-auth-clients yes`): `cert`, the PEM certificate chain (the client's certificate
+    /// first), and `key`, its PEM private key (PKCS#8, PKCS#1 or SEC1). A second call replaces
+    /// the first. Applies to every connection of the store, the invalidation subscription's
+    /// included. The key is kept in memory for the connections to come and never logged.
+    ///
+    /// `Err(CacheError::Config)` for a PEM without a certificate, a key that cannot be read or
+    /// does not match the certificate, or a `redis://` URL. Redis's own certificate is verified
+    /// as always (see [`RedisStore::tls_root_ca_pem`]).
+    ///
+    /// ```no_run
+    /// use cache_core::RedisStore;
+    ///
+    /// let store = RedisStore::from_url("rediss://redis.internal:6380")?
+    ///     .tls_root_ca_pem(std::fs::read("/etc/redis/tls/ca.crt")?)?
+    ///     .tls_client_cert_pem(
+    ///         std::fs::read("/etc/redis/tls/client.crt")?,
+    ///         std::fs::read("/etc/redis/tls/client.key")?,
+    ///     )?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// ```
+    /// use cache_core::{CacheError, RedisStore};
+    ///
+    /// let store = RedisStore::from_url("rediss://127.0.0.1:1")?;
+    /// let refused = store.tls_client_cert_pem("no certificate", "no key");
+    /// assert!(matches!(refused, Err(CacheError::Config(_))));
+    /// # Ok::<(), cache_core::CacheError>(())
+    /// ```
+    pub fn tls_client_cert_pem(
+        self,
+        cert: impl Into<Vec<u8>>,
+        key: impl Into<Vec<u8>>,
+    ) -> Result<RedisStore, CacheError> {
+        let mut options = self.shared.options.clone();
+        options.tls.set_client_cert(cert.into(), key.into())?;
+        RedisStore::build(self.shared.conn.topology().clone(), options)
     }
 
     /// Rebuilds with changed options (the builder methods run before the store is in use).

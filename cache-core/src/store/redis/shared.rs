@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::breaker::Breaker;
-use super::conn::Connector;
+use super::conn::{Connector, Tls};
 use super::keys::Keys;
 use super::scripts::Scripts;
 use crate::store::ClockLink;
@@ -81,6 +81,8 @@ pub(crate) struct Options {
     pub(crate) namespace: String,
     pub(crate) strict_reads: bool,
     pub(crate) assumed_policy: Option<String>,
+    /// Certificates for `rediss://` (none: the platform's trust store, no client certificate).
+    pub(crate) tls: Tls,
 }
 
 impl Default for Options {
@@ -91,6 +93,7 @@ impl Default for Options {
             namespace: String::new(),
             strict_reads: false,
             assumed_policy: None,
+            tls: Tls::default(),
         }
     }
 }
