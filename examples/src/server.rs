@@ -3,7 +3,8 @@
 //!
 //! Environment: `LISTEN_ADDR` (default `127.0.0.1:8080`), `CACHE_ADMIN_TOKEN` (enables `/admin`),
 //! `DB_LATENCY_MS` (default 200), `REDIS_URL` (tiered: L1 memory + L2 Redis), or
-//! `REDIS_CLUSTER_URLS` (comma-separated seed nodes of a Redis Cluster), `CACHE_L1=off`
+//! `REDIS_CLUSTER_URLS` (comma-separated seed nodes of a Redis Cluster), or
+//! `REDIS_SENTINEL_URLS` (comma-separated sentinels) with `REDIS_SENTINEL_MASTER`, `CACHE_L1=off`
 //! (with an L2: L2 only, for measuring Redis hits), `CACHE_STRICT_READS=1` (check every
 //! Redis read against the clocks in Redis), `CACHE_NAMESPACE`, `WORKERS`,
 //! `RUST_LOG` (e.g. `cache_core=debug`).
@@ -49,10 +50,18 @@ fn build_cache() -> std::io::Result<Cache> {
     let namespace = std::env::var("CACHE_NAMESPACE").unwrap_or_else(|_| "products".to_string());
     let set = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     // Neither constructor connects: the server starts (and serves misses) with Redis down.
-    let l2 = match (set("REDIS_CLUSTER_URLS"), set("REDIS_URL")) {
-        (Some(urls), _) => Some(RedisStore::cluster(urls.split(',').map(str::trim))?),
-        (None, Some(url)) => Some(RedisStore::from_url(&url)?),
-        (None, None) => None,
+    let list = |urls: String| -> Vec<String> {
+        urls.split(',').map(|u| u.trim().to_string()).collect()
+    };
+    let l2 = if let Some(urls) = set("REDIS_CLUSTER_URLS") {
+        Some(RedisStore::cluster(list(urls))?)
+    } else if let Some(urls) = set("REDIS_SENTINEL_URLS") {
+        let master = set("REDIS_SENTINEL_MASTER").unwrap_or_else(|| "mymaster".to_string());
+        Some(RedisStore::sentinel(list(urls), &master)?)
+    } else if let Some(url) = set("REDIS_URL") {
+        Some(RedisStore::from_url(&url)?)
+    } else {
+        None
     };
     let Some(l2) = l2 else {
         return Ok(Cache::builder()
