@@ -50,9 +50,8 @@ fn build_cache() -> std::io::Result<Cache> {
     let namespace = std::env::var("CACHE_NAMESPACE").unwrap_or_else(|_| "products".to_string());
     let set = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     // Neither constructor connects: the server starts (and serves misses) with Redis down.
-    let list = |urls: String| -> Vec<String> {
-        urls.split(',').map(|u| u.trim().to_string()).collect()
-    };
+    let list =
+        |urls: String| -> Vec<String> { urls.split(',').map(|u| u.trim().to_string()).collect() };
     let l2 = if let Some(urls) = set("REDIS_CLUSTER_URLS") {
         Some(RedisStore::cluster(list(urls))?)
     } else if let Some(urls) = set("REDIS_SENTINEL_URLS") {

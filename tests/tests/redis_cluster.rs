@@ -233,3 +233,57 @@ async fn a_master_failure_costs_misses_never_a_5xx_or_an_invalidated_body() {
         );
     }
 }
+
+#[actix_web::test]
+async fn a_cluster_over_tls_shares_fills_and_invalidations() {
+    let cluster = RedisCluster::start_tls();
+    let Some(files) = cluster.tls_files() else {
+        panic!("start_tls gave no certificates");
+    };
+    let ca = std::fs::read(&files.ca_cert).unwrap_or_else(|e| panic!("the test CA: {e}"));
+    let tls_node = |l1: bool| {
+        let store = RedisStore::cluster(cluster.urls())
+            .and_then(|s| s.tls_root_ca_pem(ca.clone()))
+            .map(|s| s.timeout(Duration::from_secs(1)))
+            .unwrap_or_else(|e| panic!("cluster over TLS: {e}"));
+        let builder = Cache::builder().l2(store).namespace("shop");
+        if l1 {
+            builder.l1(MemoryStore::new()).build()
+        } else {
+            builder.build()
+        }
+    };
+    assert!(cluster.urls().iter().all(|u| u.starts_with("rediss://")));
+    let db = Arc::new(Db::default());
+    let (cache_a, cache_b) = (tls_node(true), tls_node(false));
+    wait_in_sync(&cache_a).await;
+    wait_in_sync(&cache_b).await;
+    let a = app(cache_a.clone(), db.clone()).await;
+    let b = app(cache_b.clone(), db.clone()).await;
+    eventually(Duration::from_secs(5), "a fill shared over TLS", || async {
+        let first = get(&a, "/p/1").await;
+        let again = get(&b, "/p/1").await;
+        (again.x_cache() == "HIT" && again.text() == "1:v0")
+            .then_some(())
+            .ok_or_else(|| format!("A {:?}, B {:?}", first.summary(), again.summary()))
+    })
+    .await;
+    db.version.store(1, Ordering::SeqCst);
+    cache_a
+        .invalidate_tag("products")
+        .await
+        .unwrap_or_else(|e| panic!("invalidate over TLS: {e}"));
+    assert_eq!(get(&a, "/p/1").await.text(), "1:v1");
+    assert_eq!(get(&b, "/p/1").await.text(), "1:v1");
+    // A store that does not trust the CA reaches nothing, and still answers.
+    let untrusting = Cache::builder()
+        .l2(RedisStore::cluster(cluster.urls()).unwrap_or_else(|e| panic!("{e}")))
+        .namespace("shop")
+        .build();
+    let c = app(untrusting, db.clone()).await;
+    let reply = get(&c, "/p/1").await;
+    assert_eq!(
+        reply.summary(),
+        (StatusCode::OK, "MISS".into(), "1:v1".into())
+    );
+}

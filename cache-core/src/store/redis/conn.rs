@@ -148,7 +148,8 @@ enum Reach {
     /// the cluster client: large, and held for the connector's whole life.
     Node(Pool, Box<redis::Client>),
     // Boxed: the client is large, and a connector holds one or the other for its whole life.
-    Cluster(Box<ClusterClient>),
+    // With the certificates the subscription's connections to a seed need.
+    Cluster(Box<ClusterClient>, Option<TlsCertificates>),
     // The sentinel client asks for `&mut` (it caches its sentinel connections); calls on this
     // thread share it through the lock only while a connection is being opened.
     Sentinel(Arc<tokio::sync::Mutex<SentinelClient>>),
@@ -375,14 +376,15 @@ impl Connector {
                 let builder = ClusterClient::builder(infos)
                     .connection_timeout(CONNECT_TIMEOUT)
                     .tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-                let builder = match tls.certificates() {
+                let certificates = tls.certificates();
+                let builder = match certificates.clone() {
                     Some(certificates) => builder.certs(certificates),
                     None => builder,
                 };
                 let client = builder
                     .build()
                     .map_err(|e| CacheError::Config(format!("Redis Cluster: {e}")))?;
-                Reach::Cluster(Box::new(client))
+                Reach::Cluster(Box::new(client), certificates)
             }
             Topology::Sentinel { sentinels, master } => {
                 if sentinels.is_empty() || master.is_empty() {
@@ -446,8 +448,18 @@ impl Connector {
             Topology::Cluster(urls) => urls.as_slice(),
             Topology::Node(_) | Topology::Sentinel { .. } => &[],
         };
+        let certificates = match &self.reach {
+            Reach::Cluster(_, certificates) => certificates.clone(),
+            _ => None,
+        };
         for url in urls {
-            let client = match redis::Client::open(url.as_str()) {
+            let client = match &certificates {
+                Some(certificates) => {
+                    redis::Client::build_with_tls(url.as_str(), certificates.clone())
+                }
+                None => redis::Client::open(url.as_str()),
+            };
+            let client = match client {
                 Ok(client) => client,
                 Err(err) => {
                     last = err.to_string();
@@ -522,7 +534,7 @@ impl Connector {
                 }
                 .boxed()
             }
-            Reach::Cluster(client) => {
+            Reach::Cluster(client, _) => {
                 let client = ClusterClient::clone(client);
                 async move {
                     match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_connection()).await
