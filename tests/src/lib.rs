@@ -9,6 +9,7 @@ mod redis_process;
 pub mod redis_sentinel;
 pub mod redis_tls;
 pub mod resp;
+pub mod shop;
 pub mod tls_pki;
 
 use std::net::TcpListener;

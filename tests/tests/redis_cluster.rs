@@ -3,19 +3,14 @@
 //! another, an invalidation on one reaches the other, and a master's failure costs misses, never
 //! a 5xx or an invalidated body.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::{dev::Service, http::StatusCode, test, web, App, HttpResponse};
-use cache_actix::{Cache, CacheMiddleware, CachePolicy, Cached, MemoryStore, RedisStore};
+use actix_web::http::StatusCode;
+use cache_actix::{Cache, MemoryStore, RedisStore};
+use cache_actix_tests::shop::{app, Db};
 use cache_actix_tests::{get_path as get, redis::wait_in_sync, redis_cluster::RedisCluster};
-
-#[derive(Default)]
-struct Db {
-    version: AtomicUsize,
-    calls: AtomicUsize,
-}
 
 fn node(cluster: &RedisCluster, l1: bool) -> Cache {
     let store = RedisStore::cluster(cluster.urls()).unwrap_or_else(|e| panic!("cluster: {e}"));
@@ -25,32 +20,6 @@ fn node(cluster: &RedisCluster, l1: bool) -> Cache {
     } else {
         builder.build()
     }
-}
-
-/// `/p/{id}` as `"{id}:v{version}"`, tagged `products`.
-async fn app(
-    cache: Cache,
-    db: Arc<Db>,
-) -> impl Service<
-    actix_http::Request,
-    Response = actix_web::dev::ServiceResponse,
-    Error = actix_web::Error,
-> {
-    test::init_service(App::new().wrap(CacheMiddleware::new(cache)).route(
-        "/p/{id}",
-        web::get().to(move |id: web::Path<u32>| {
-            let db = db.clone();
-            async move {
-                db.calls.fetch_add(1, Ordering::SeqCst);
-                let v = db.version.load(Ordering::SeqCst);
-                Cached::new(
-                    HttpResponse::Ok().body(format!("{id}:v{v}")),
-                    CachePolicy::new(Duration::from_secs(60)).tag("products"),
-                )
-            }
-        }),
-    ))
-    .await
 }
 
 /// Until `check` holds, or panics after `limit` with what it last saw.

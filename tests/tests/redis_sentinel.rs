@@ -2,19 +2,14 @@
 //! fill on one node is a hit on another, and a failover of the primary under a client loop costs
 //! misses for its window, never a 5xx, a wrong body or an invalidation that returned `Ok`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::{dev::Service, http::StatusCode, test, web, App, HttpResponse};
-use cache_actix::{Cache, CacheMiddleware, CachePolicy, Cached, MemoryStore, RedisStore};
+use actix_web::http::StatusCode;
+use cache_actix::{Cache, MemoryStore, RedisStore};
+use cache_actix_tests::shop::{app, Db};
 use cache_actix_tests::{get_path as get, redis::wait_in_sync, redis_sentinel::RedisSentinel};
-
-#[derive(Default)]
-struct Db {
-    version: AtomicUsize,
-    calls: AtomicUsize,
-}
 
 fn node(sentinel: &RedisSentinel) -> Cache {
     let store = RedisStore::sentinel(sentinel.sentinel_urls(), sentinel.master_name())
@@ -24,31 +19,6 @@ fn node(sentinel: &RedisSentinel) -> Cache {
         .l2(store)
         .namespace("shop")
         .build()
-}
-
-async fn app(
-    cache: Cache,
-    db: Arc<Db>,
-) -> impl Service<
-    actix_http::Request,
-    Response = actix_web::dev::ServiceResponse,
-    Error = actix_web::Error,
-> {
-    test::init_service(App::new().wrap(CacheMiddleware::new(cache)).route(
-        "/p/{id}",
-        web::get().to(move |id: web::Path<u32>| {
-            let db = db.clone();
-            async move {
-                db.calls.fetch_add(1, Ordering::SeqCst);
-                let v = db.version.load(Ordering::SeqCst);
-                Cached::new(
-                    HttpResponse::Ok().body(format!("{id}:v{v}")),
-                    CachePolicy::new(Duration::from_secs(60)).tag("products"),
-                )
-            }
-        }),
-    ))
-    .await
 }
 
 #[actix_web::test]

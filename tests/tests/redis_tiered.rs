@@ -6,20 +6,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::{dev::Service, http::StatusCode, test, web, App, HttpResponse};
+use actix_web::{http::StatusCode, test, web, App, HttpResponse};
 use cache_actix::{Cache, CacheMiddleware, CachePolicy, Cached, MemoryStore, RedisStore};
+use cache_actix_tests::shop::{app, Db};
 use cache_actix_tests::{
     get_path as get,
     redis::{wait_in_sync, RedisServer},
 };
 use tokio::sync::Notify;
-
-/// The data behind the handler, shared by every node like a real database.
-#[derive(Default)]
-struct Db {
-    version: AtomicUsize,
-    calls: AtomicUsize,
-}
 
 fn node(url: &str, namespace: &str, l1: bool) -> Cache {
     node_with(url, namespace, l1, false)
@@ -37,32 +31,6 @@ fn node_with(url: &str, namespace: &str, l1: bool, strict: bool) -> Cache {
         builder
     };
     builder.build()
-}
-
-/// An app serving `/p/{id}` as `"{id}:v{version}"`, tagged `products`.
-async fn app(
-    cache: Cache,
-    db: Arc<Db>,
-) -> impl Service<
-    actix_http::Request,
-    Response = actix_web::dev::ServiceResponse,
-    Error = actix_web::Error,
-> {
-    test::init_service(App::new().wrap(CacheMiddleware::new(cache)).route(
-        "/p/{id}",
-        web::get().to(move |id: web::Path<u32>| {
-            let db = db.clone();
-            async move {
-                db.calls.fetch_add(1, Ordering::SeqCst);
-                let v = db.version.load(Ordering::SeqCst);
-                Cached::new(
-                    HttpResponse::Ok().body(format!("{id}:v{v}")),
-                    CachePolicy::new(Duration::from_secs(60)).tag("products"),
-                )
-            }
-        }),
-    ))
-    .await
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

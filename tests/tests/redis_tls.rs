@@ -4,32 +4,18 @@
 //! without it, or without a client certificate where Redis requires one, the L2 is never used:
 //! every request is a miss served by the handler, never a 5xx.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::{dev::Service, http::StatusCode, test::init_service, web, App, HttpResponse};
-use cache_actix::{
-    Cache, CacheError, CacheMiddleware, CachePolicy, Cached, MemoryStore, RedisStore,
-};
+use actix_web::http::StatusCode;
+use cache_actix::{Cache, CacheError, MemoryStore, RedisStore};
+use cache_actix_tests::shop::{app, Db};
 use cache_actix_tests::{
     get_path as get,
     redis::wait_in_sync,
     tls_pki::{Pki, TlsRedis},
 };
-
-/// The data behind the handler, shared by every node like a real database.
-#[derive(Default)]
-struct Db {
-    version: AtomicUsize,
-    calls: AtomicUsize,
-}
-
-impl Db {
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-}
 
 /// A node with an L1 and the TLS Redis as L2, in namespace `shop`; `tls` adds certificates.
 /// The time limit is generous: the first call of each thread makes its TLS connection, and this
@@ -58,32 +44,6 @@ fn with_ca_and_client_cert(
             .tls_root_ca_pem(pki.ca_pem())?
             .tls_client_cert_pem(pki.client_cert_pem(), pki.client_key_pem())
     }
-}
-
-/// An app serving `/p/{id}` as `"{id}:v{version}"`, tagged `products`.
-async fn app(
-    cache: Cache,
-    db: Arc<Db>,
-) -> impl Service<
-    actix_http::Request,
-    Response = actix_web::dev::ServiceResponse,
-    Error = actix_web::Error,
-> {
-    init_service(App::new().wrap(CacheMiddleware::new(cache)).route(
-        "/p/{id}",
-        web::get().to(move |id: web::Path<u32>| {
-            let db = db.clone();
-            async move {
-                db.calls.fetch_add(1, Ordering::SeqCst);
-                let v = db.version.load(Ordering::SeqCst);
-                Cached::new(
-                    HttpResponse::Ok().body(format!("{id}:v{v}")),
-                    CachePolicy::new(Duration::from_secs(60)).tag("products"),
-                )
-            }
-        }),
-    ))
-    .await
 }
 
 #[actix_web::test]
