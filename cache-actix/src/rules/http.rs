@@ -529,16 +529,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn headers(lines: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in lines {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
+    use crate::rules::test_headers as headers;
 
     const NOW: u64 = 1_700_000_000_000;
     const AT: Exchange = Exchange {

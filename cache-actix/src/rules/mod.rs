@@ -347,22 +347,26 @@ pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Header fields from `(name, value)` lines, for the rule sets' unit tests.
+#[cfg(test)]
+pub(crate) fn test_headers(lines: &[(&str, &str)]) -> HeaderMap {
+    use actix_web::http::header::HeaderName;
+    let mut map = HeaderMap::new();
+    for (name, value) in lines {
+        map.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    map
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix_web::http::header::HeaderName;
     use cache_core::PrimaryKey;
 
-    fn headers(lines: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in lines {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
+    use super::test_headers as headers;
 
     fn entry(fresh_until: u64) -> Arc<Entry> {
         let key = PrimaryKey::new("", b"h", b"/", b"").cache_key();

@@ -178,20 +178,10 @@ pub(crate) fn entry(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix_web::http::header::{HeaderName, HeaderValue};
     use cache_core::CachePolicy;
     use std::time::Duration;
 
-    fn headers(lines: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in lines {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
+    use crate::rules::test_headers as headers;
 
     fn resolved(policy: CachePolicy, from_scope: bool) -> ResolvedPolicy {
         ResolvedPolicy {
