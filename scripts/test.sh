@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The Redis tests start their own redis-server on a free loopback port; they fail without one.
-# The TLS tests (redis_tls) also make their certificates with the openssl command-line tool.
+# The TLS tests (redis_tls, and the TLS cases of redis_cluster and redis_sentinel) also make their
+# certificates with the openssl command-line tool.
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
     echo "== installing redis-server and openssl"
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi

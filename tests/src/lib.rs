@@ -10,7 +10,6 @@ pub mod redis_sentinel;
 pub mod redis_tls;
 pub mod resp;
 pub mod shop;
-pub mod tls_pki;
 
 use std::net::TcpListener;
 

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::redis_process::{run, run_ok, strings, wait_until, Process, TempDir};
-use crate::redis_tls::TlsFiles;
+use crate::redis_tls::Pki;
 use crate::resp;
 
 /// The number of hash slots of a Redis Cluster.
@@ -69,7 +69,7 @@ pub struct RedisCluster {
     /// The replica a master had when [`RedisCluster::kill`] killed it.
     replica_at_kill: HashMap<u16, Option<u16>>,
     /// The certificates, for a TLS-only cluster.
-    tls: Option<TlsFiles>,
+    tls: Option<Pki>,
     // Last: removed after the nodes are dead.
     dir: TempDir,
 }
@@ -82,7 +82,7 @@ impl RedisCluster {
     }
 
     /// As [`RedisCluster::start`], but every node listens only on a TLS port (`--port 0`), with
-    /// `--tls-cluster yes --tls-replication yes` and a throwaway CA (see [`TlsFiles`]); clients
+    /// `--tls-cluster yes --tls-replication yes` and a throwaway CA (see [`Pki`]); clients
     /// need no certificate of their own (`--tls-auth-clients no`).
     pub fn start_tls() -> RedisCluster {
         RedisCluster::start_inner(true)
@@ -90,7 +90,7 @@ impl RedisCluster {
 
     fn start_inner(tls: bool) -> RedisCluster {
         let dir = TempDir::new("cluster");
-        let tls = tls.then(|| TlsFiles::generate(&dir.sub("pki")));
+        let tls = tls.then(Pki::generate);
         let mut taken = HashSet::new();
         let mut fresh = || loop {
             let port = crate::free_port();
@@ -104,7 +104,7 @@ impl RedisCluster {
             let node_dir = dir.sub(&port.to_string());
             let mut args = match &tls {
                 None => vec!["--port".to_string(), port.to_string()],
-                Some(files) => {
+                Some(pki) => {
                     let mut args = strings(&["--port", "0", "--tls-port"]);
                     args.push(port.to_string());
                     args.extend(strings(&[
@@ -113,8 +113,7 @@ impl RedisCluster {
                         "--tls-replication",
                         "yes",
                     ]));
-                    args.extend(strings(&["--tls-auth-clients", "no"]));
-                    args.extend(files.server_args());
+                    args.extend(pki.server_args(false));
                     args
                 }
             };
@@ -246,7 +245,7 @@ impl RedisCluster {
     }
 
     /// The certificates of a cluster started with [`RedisCluster::start_tls`].
-    pub fn tls_files(&self) -> Option<&TlsFiles> {
+    pub fn pki(&self) -> Option<&Pki> {
         self.tls.as_ref()
     }
 
@@ -254,7 +253,7 @@ impl RedisCluster {
     fn cli_tls(&self) -> Vec<String> {
         self.tls
             .as_ref()
-            .map_or_else(Vec::new, |files| files.cli_args(false))
+            .map_or_else(Vec::new, |pki| pki.cli_args(false))
     }
 
     /// A command whose reply is a string (`CLUSTER NODES`, `INFO`, ...) to one node: in RESP,

@@ -1,23 +1,28 @@
-//! A real `redis-server` speaking only TLS for tests, with a throwaway CA, a server certificate
-//! for `127.0.0.1` / `localhost` and a client certificate, all made with the `openssl` CLI in a
-//! temp dir; stopped on drop.
+//! TLS for the Redis tests: [`Pki`], the one way they make certificates (a throwaway CA, a
+//! server certificate for `127.0.0.1` / `localhost` and a client certificate, made by the
+//! `openssl` command-line tool in a fresh temp dir), what a `redis-server` and a client need to
+//! use them, and [`RedisTls`], one `redis-server` that speaks only TLS. The cluster and Sentinel
+//! helpers start their TLS nodes with the same [`Pki`].
 //!
 //! What must stay true: there is no fallback. Without `redis-server`, `redis-cli` or `openssl`
 //! (or with a `redis-server` built without TLS) the test panics with the reason, so a TLS test
-//! can never pass by skipping. The server listens on no plaintext port (`--port 0`). Every wait
-//! is bounded. The server is SIGKILLed and the temp dir (keys included) removed on drop, also
-//! while a test unwinds.
+//! can never pass by skipping. A server started with these arguments listens on no plaintext
+//! port (`--port 0`). Every wait is bounded. The server is SIGKILLed and the temp dirs (keys
+//! included) removed on drop, also while a test unwinds.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::redis_process::{run, run_ok, strings, wait_until, Process, TempDir};
 
-/// PEM files of a throwaway PKI: a CA, a server certificate it signed (SAN `IP:127.0.0.1`,
-/// `DNS:localhost`, usable as server and client, as Redis uses it for replication and the
-/// cluster bus) and a client certificate it signed.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
+/// PEM files of a throwaway PKI, removed on drop: a CA, a server certificate it signed (SAN
+/// `IP:127.0.0.1`, `DNS:localhost`; usable as server and as client, since Redis presents it
+/// for replication, the cluster bus and a sentinel's links) and a client certificate it signed.
+pub struct Pki {
     /// The CA certificate.
     pub ca_cert: PathBuf,
     /// The server certificate.
@@ -26,13 +31,17 @@ pub struct TlsFiles {
     pub server_key: PathBuf,
     /// The client certificate.
     pub client_cert: PathBuf,
-    /// The client's private key.
+    /// The client's private key (PKCS#8).
     pub client_key: PathBuf,
+    // Last: removed once nothing refers to its files.
+    _dir: TempDir,
 }
 
-impl TlsFiles {
-    /// Generates the CA and both certificates (P-256 keys, valid for 2 days) into `dir`.
-    pub fn generate(dir: &Path) -> TlsFiles {
+impl Pki {
+    /// Generates the CA and both certificates (P-256 keys, SHA-256, valid for 2 days).
+    pub fn generate() -> Pki {
+        let temp = TempDir::new("pki");
+        let dir = temp.path();
         let ec = [
             "-newkey",
             "ec",
@@ -50,6 +59,7 @@ impl TlsFiles {
             "ca.crt",
             "-days",
             "2",
+            "-sha256",
             "-subj",
             "/CN=cache-actix test CA",
             "-addext",
@@ -85,6 +95,7 @@ impl TlsFiles {
                 serial,
                 "-days",
                 "2",
+                "-sha256",
                 "-out",
                 &crt,
                 "-extfile",
@@ -93,29 +104,54 @@ impl TlsFiles {
         };
         leaf(
             "server",
-            "localhost",
+            "127.0.0.1",
             "2",
-            "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n\
-             extendedKeyUsage=serverAuth,clientAuth\n",
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=serverAuth,clientAuth\n\
+             subjectAltName=IP:127.0.0.1,DNS:localhost\n",
         );
         leaf(
             "client",
             "cache-actix test client",
             "3",
-            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=clientAuth\n",
         );
-        TlsFiles {
+        Pki {
             ca_cert: dir.join("ca.crt"),
             server_cert: dir.join("server.crt"),
             server_key: dir.join("server.key"),
             client_cert: dir.join("client.crt"),
             client_key: dir.join("client.key"),
+            _dir: temp,
         }
     }
 
-    /// The `redis-server` arguments serving TLS with these files (`--tls-auth-clients` not
-    /// included).
-    pub fn server_args(&self) -> Vec<String> {
+    /// The CA certificate (PEM).
+    pub fn ca_pem(&self) -> Vec<u8> {
+        read(&self.ca_cert)
+    }
+
+    /// The client certificate (PEM).
+    pub fn client_cert_pem(&self) -> Vec<u8> {
+        read(&self.client_cert)
+    }
+
+    /// The client's private key (PEM).
+    pub fn client_key_pem(&self) -> Vec<u8> {
+        read(&self.client_key)
+    }
+
+    /// The server's private key (PEM): a key that does not belong to the client certificate.
+    pub fn server_key_pem(&self) -> Vec<u8> {
+        read(&self.server_key)
+    }
+
+    /// The `redis-server` arguments that serve TLS with these files (the certificate also
+    /// presented on the server's own outgoing links), asking clients for a certificate signed by
+    /// the CA when `require_client_cert` (`--tls-auth-clients yes`, else `no`). The TLS port
+    /// and `--port 0` are the caller's.
+    pub fn server_args(&self, require_client_cert: bool) -> Vec<String> {
         vec![
             "--tls-cert-file".into(),
             self.server_cert.display().to_string(),
@@ -123,7 +159,17 @@ impl TlsFiles {
             self.server_key.display().to_string(),
             "--tls-ca-cert-file".into(),
             self.ca_cert.display().to_string(),
+            "--tls-auth-clients".into(),
+            if require_client_cert { "yes" } else { "no" }.into(),
         ]
+    }
+
+    /// [`Pki::server_args`] as config-file lines (for a sentinel, which needs a config file).
+    pub fn server_conf(&self, require_client_cert: bool) -> String {
+        self.server_args(require_client_cert)
+            .chunks(2)
+            .map(|pair| format!("{} {}\n", pair[0].trim_start_matches("--"), pair[1]))
+            .collect()
     }
 
     /// The `redis-cli` arguments for TLS trusting the CA, with the client certificate or not.
@@ -143,6 +189,33 @@ impl TlsFiles {
         }
         args
     }
+
+    /// A rustls client configuration that trusts only the CA and presents the client
+    /// certificate, for the helpers' own RESP connections (`resp::request_over`).
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&self.ca_cert)
+            .unwrap_or_else(|e| panic!("read the test CA: {e}"))
+        {
+            roots
+                .add(cert.unwrap_or_else(|e| panic!("the test CA: {e}")))
+                .unwrap_or_else(|e| panic!("the test CA as a root: {e}"));
+        }
+        let chain = CertificateDer::pem_file_iter(&self.client_cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .unwrap_or_else(|e| panic!("the test client certificate: {e}"));
+        let key = PrivateKeyDer::from_pem_file(&self.client_key)
+            .unwrap_or_else(|e| panic!("the test client key: {e}"));
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|e| panic!("rustls protocol versions: {e}"))
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap_or_else(|e| panic!("the test client certificate for rustls: {e}"));
+        Arc::new(config)
+    }
 }
 
 fn read(path: &Path) -> Vec<u8> {
@@ -154,15 +227,15 @@ pub struct RedisTls {
     /// Its TLS port.
     pub port: u16,
     require_client_cert: bool,
-    files: TlsFiles,
+    pki: Pki,
     process: Option<Process>,
     // Last: removed after the server is dead.
     dir: TempDir,
 }
 
 impl RedisTls {
-    /// Starts a TLS-only server that asks for no client certificate (`--tls-auth-clients no`)
-    /// and waits until `redis-cli --tls` gets `PONG`.
+    /// Starts a TLS-only server with a new [`Pki`] that asks for no client certificate
+    /// (`--tls-auth-clients no`) and waits until `redis-cli --tls` gets `PONG`.
     pub fn start() -> RedisTls {
         RedisTls::start_inner(false)
     }
@@ -174,14 +247,12 @@ impl RedisTls {
     }
 
     fn start_inner(require_client_cert: bool) -> RedisTls {
-        let dir = TempDir::new("tls");
-        let files = TlsFiles::generate(&dir.sub("pki"));
         let mut server = RedisTls {
             port: crate::free_port(),
             require_client_cert,
-            files,
+            pki: Pki::generate(),
             process: None,
-            dir,
+            dir: TempDir::new("tls"),
         };
         server.restart();
         server
@@ -192,39 +263,9 @@ impl RedisTls {
         format!("rediss://127.0.0.1:{}", self.port)
     }
 
-    /// The certificate and key files.
-    pub fn files(&self) -> &TlsFiles {
-        &self.files
-    }
-
-    /// The CA certificate (PEM).
-    pub fn ca_pem(&self) -> Vec<u8> {
-        read(&self.files.ca_cert)
-    }
-
-    /// The client certificate (PEM).
-    pub fn client_cert_pem(&self) -> Vec<u8> {
-        read(&self.files.client_cert)
-    }
-
-    /// The client's private key (PEM).
-    pub fn client_key_pem(&self) -> Vec<u8> {
-        read(&self.files.client_key)
-    }
-
-    /// The CA certificate's path.
-    pub fn ca_path(&self) -> &Path {
-        &self.files.ca_cert
-    }
-
-    /// The client certificate's path.
-    pub fn client_cert_path(&self) -> &Path {
-        &self.files.client_cert
-    }
-
-    /// The client key's path.
-    pub fn client_key_path(&self) -> &Path {
-        &self.files.client_key
+    /// Its certificates.
+    pub fn pki(&self) -> &Pki {
+        &self.pki
     }
 
     /// Whether the server requires a client certificate.
@@ -245,7 +286,7 @@ impl RedisTls {
     }
 
     fn cli(&self, client_cert: bool, args: &[&str]) -> Option<String> {
-        let mut full = self.files.cli_args(client_cert);
+        let mut full = self.pki.cli_args(client_cert);
         full.extend(["-p".to_string(), self.port.to_string()]);
         full.extend(strings(args));
         let out = run("redis-cli", &full, None);
@@ -274,22 +315,13 @@ impl RedisTls {
             "--appendonly",
             "no",
         ]));
-        args.extend(self.files.server_args());
-        args.push("--tls-auth-clients".into());
-        args.push(
-            if self.require_client_cert {
-                "yes"
-            } else {
-                "no"
-            }
-            .into(),
-        );
+        args.extend(self.pki.server_args(self.require_client_cert));
         args.extend(["--dir".to_string(), self.dir.path().display().to_string()]);
         let mut process = Process::redis_server(&args, self.dir.path().join("redis.log"));
         wait_until(Duration::from_secs(10), "TLS redis-server answers", || {
             if !process.running() {
                 panic!(
-                    "redis-server (TLS) on port {} exited:\n{}",
+                    "redis-server (TLS) on port {} exited; is it built with TLS?\n{}",
                     self.port,
                     process.log_tail()
                 );

@@ -1,12 +1,13 @@
-//! A plaintext RESP2 client for one command at a time, with a full reply parser (nested arrays
-//! included), for the topology helpers that read `CLUSTER NODES`, `SCAN`, `ROLE` or `SENTINEL`
-//! replies.
+//! A RESP2 client for one command at a time, in plaintext or over TLS (rustls, trusting a test
+//! CA), with a full reply parser (nested arrays included), for the topology helpers that read
+//! `CLUSTER NODES`, `SCAN`, `ROLE` or `SENTINEL` replies.
 //!
 //! What must stay true: a reply is only returned once it has been read whole; an unreachable
 //! server, a closed connection or a reply that is not RESP is `None`, never a partial value.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One RESP2 value.
@@ -53,22 +54,54 @@ impl Value {
 /// Sends `args` to 127.0.0.1:`port` and returns the raw reply text (lossy UTF-8), or `None` if
 /// the server is unreachable or no whole reply arrived within 2 s.
 pub fn command(port: u16, args: &[&str]) -> Option<String> {
-    let (_, raw) = exchange(port, args)?;
-    Some(String::from_utf8_lossy(&raw).into_owned())
+    command_over(None, port, args)
 }
 
 /// As [`command`], parsed.
 pub fn request(port: u16, args: &[&str]) -> Option<Value> {
-    exchange(port, args).map(|(value, _)| value)
+    request_over(None, port, args)
 }
 
-fn exchange(port: u16, args: &[&str]) -> Option<(Value, Vec<u8>)> {
+/// As [`command`]: in plaintext without `tls`, over TLS with it.
+pub fn command_over(
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    port: u16,
+    args: &[&str],
+) -> Option<String> {
+    let (_, raw) = exchange(tls, port, args)?;
+    Some(String::from_utf8_lossy(&raw).into_owned())
+}
+
+/// As [`request`]: in plaintext without `tls`, over TLS with it.
+pub fn request_over(
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    port: u16,
+    args: &[&str],
+) -> Option<Value> {
+    exchange(tls, port, args).map(|(value, _)| value)
+}
+
+fn exchange(
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    port: u16,
+    args: &[&str],
+) -> Option<(Value, Vec<u8>)> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     stream
         .set_write_timeout(Some(Duration::from_secs(2)))
         .ok()?;
+    let Some(config) = tls else {
+        return talk(&mut stream, args);
+    };
+    let name = rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+    let session = rustls::ClientConnection::new(config.clone(), name).ok()?;
+    // The handshake runs on the first write and read; a refused one is an `Err`, so `None`.
+    talk(&mut rustls::StreamOwned::new(session, stream), args)
+}
+
+fn talk(stream: &mut (impl Read + Write), args: &[&str]) -> Option<(Value, Vec<u8>)> {
     let mut req = format!("*{}\r\n", args.len()).into_bytes();
     for arg in args {
         req.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
@@ -76,6 +109,7 @@ fn exchange(port: u16, args: &[&str]) -> Option<(Value, Vec<u8>)> {
         req.extend_from_slice(b"\r\n");
     }
     stream.write_all(&req).ok()?;
+    stream.flush().ok()?;
     let mut reply = Vec::new();
     let mut buf = [0u8; 65536];
     loop {

@@ -206,10 +206,10 @@ async fn a_master_failure_costs_misses_never_a_5xx_or_an_invalidated_body() {
 #[actix_web::test]
 async fn a_cluster_over_tls_shares_fills_and_invalidations() {
     let cluster = RedisCluster::start_tls();
-    let Some(files) = cluster.tls_files() else {
+    let Some(pki) = cluster.pki() else {
         panic!("start_tls gave no certificates");
     };
-    let ca = std::fs::read(&files.ca_cert).unwrap_or_else(|e| panic!("the test CA: {e}"));
+    let ca = pki.ca_pem();
     let tls_node = |l1: bool| {
         let store = RedisStore::cluster(cluster.urls())
             .and_then(|s| s.tls_root_ca_pem(ca.clone()))

@@ -14,7 +14,7 @@ use cache_actix_tests::shop::{app, Db};
 use cache_actix_tests::{
     get_path as get,
     redis::wait_in_sync,
-    tls_pki::{Pki, TlsRedis},
+    redis_tls::{Pki, RedisTls},
 };
 
 /// A node with an L1 and the TLS Redis as L2, in namespace `shop`; `tls` adds certificates.
@@ -48,12 +48,12 @@ fn with_ca_and_client_cert(
 
 #[actix_web::test]
 async fn a_two_node_tiered_cache_over_tls_fills_once_hits_everywhere_and_invalidates_everywhere() {
-    let pki = Pki::generate();
-    let redis = TlsRedis::start(&pki, false);
+    let redis = RedisTls::start();
+    let pki = redis.pki();
     let db = Arc::new(Db::default());
     let (cache_a, cache_b) = (
-        node(&redis.url(), with_ca(&pki)),
-        node(&redis.url(), with_ca(&pki)),
+        node(&redis.url(), with_ca(pki)),
+        node(&redis.url(), with_ca(pki)),
     );
     // The subscriptions (pub/sub connections over TLS) are up.
     wait_in_sync(&cache_a).await;
@@ -106,10 +106,10 @@ async fn a_two_node_tiered_cache_over_tls_fills_once_hits_everywhere_and_invalid
 
 #[actix_web::test]
 async fn a_store_that_does_not_trust_the_ca_never_uses_the_l2() {
-    let pki = Pki::generate();
-    let redis = TlsRedis::start(&pki, false);
+    let redis = RedisTls::start();
+    let pki = redis.pki();
     let db = Arc::new(Db::default());
-    let trusted = node(&redis.url(), with_ca(&pki));
+    let trusted = node(&redis.url(), with_ca(pki));
     wait_in_sync(&trusted).await;
     let a = app(trusted.clone(), db.clone()).await;
     assert_eq!(get(&a, "/p/1").await.x_cache(), "MISS");
@@ -141,12 +141,12 @@ async fn a_store_that_does_not_trust_the_ca_never_uses_the_l2() {
 
 #[actix_web::test]
 async fn where_redis_requires_client_certificates_only_a_store_with_one_uses_the_l2() {
-    let pki = Pki::generate();
-    let redis = TlsRedis::start(&pki, true);
+    let redis = RedisTls::start_requiring_client_cert();
+    let pki = redis.pki();
     let db = Arc::new(Db::default());
     let (cache_a, cache_b) = (
-        node(&redis.url(), with_ca_and_client_cert(&pki)),
-        node(&redis.url(), with_ca_and_client_cert(&pki)),
+        node(&redis.url(), with_ca_and_client_cert(pki)),
+        node(&redis.url(), with_ca_and_client_cert(pki)),
     );
     wait_in_sync(&cache_a).await;
     wait_in_sync(&cache_b).await;
@@ -156,7 +156,7 @@ async fn where_redis_requires_client_certificates_only_a_store_with_one_uses_the
     assert_eq!(db.calls(), 1);
 
     // Trusts the CA, but has no certificate to show.
-    let anonymous = node(&redis.url(), with_ca(&pki));
+    let anonymous = node(&redis.url(), with_ca(pki));
     let c = app(anonymous.clone(), db.clone()).await;
     for round in 0..5 {
         assert_eq!(
@@ -201,7 +201,7 @@ fn certificates_that_cannot_work_are_refused_when_given() {
     config_error(store().tls_client_cert_pem("garbage", pki.client_key_pem()));
     // The server's key does not belong to the client's certificate.
     let message =
-        config_error(store().tls_client_cert_pem(pki.client_cert_pem(), pki.read("server.key")));
+        config_error(store().tls_client_cert_pem(pki.client_cert_pem(), pki.server_key_pem()));
     assert!(
         !message.contains("PRIVATE KEY"),
         "no key material in: {message}"
@@ -239,8 +239,8 @@ async fn the_platform_trust_store_is_the_default() {
         assert_eq!(cache.stats().l2.stores, 1, "stored in Redis");
         return;
     }
-    let pki = Pki::generate();
-    let redis = TlsRedis::start(&pki, false);
+    let redis = RedisTls::start();
+    let pki = redis.pki();
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("test binary: {e}"));
     let out = std::process::Command::new(exe)
         .args([
@@ -249,7 +249,7 @@ async fn the_platform_trust_store_is_the_default() {
             "--nocapture",
         ])
         .env(CHILD_URL, redis.url())
-        .env("SSL_CERT_FILE", pki.path("ca.crt"))
+        .env("SSL_CERT_FILE", &pki.ca_cert)
         .env_remove("SSL_CERT_DIR")
         .output()
         .unwrap_or_else(|e| panic!("cannot run the child test: {e}"));

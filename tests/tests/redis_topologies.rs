@@ -114,9 +114,9 @@ fn tls_server_refuses_plaintext() {
     let started = Instant::now();
     let mut tls = RedisTls::start();
     assert!(tls.url().starts_with("rediss://127.0.0.1:"));
-    assert!(String::from_utf8_lossy(&tls.ca_pem()).contains("BEGIN CERTIFICATE"));
-    assert!(String::from_utf8_lossy(&tls.client_cert_pem()).contains("BEGIN CERTIFICATE"));
-    assert!(String::from_utf8_lossy(&tls.client_key_pem()).contains("PRIVATE KEY"));
+    assert!(String::from_utf8_lossy(&tls.pki().ca_pem()).contains("BEGIN CERTIFICATE"));
+    assert!(String::from_utf8_lossy(&tls.pki().client_cert_pem()).contains("BEGIN CERTIFICATE"));
+    assert!(String::from_utf8_lossy(&tls.pki().client_key_pem()).contains("PRIVATE KEY"));
     assert_eq!(tls.command(&["PING"]).as_deref(), Some("PONG"));
     // No client certificate needed here.
     assert_eq!(
@@ -160,7 +160,7 @@ fn cluster_over_tls_refuses_plaintext() {
     let started = Instant::now();
     let cluster = RedisCluster::start_tls();
     eprintln!("TLS cluster up in {:?}", started.elapsed());
-    assert!(cluster.tls_files().is_some());
+    assert!(cluster.pki().is_some());
     assert!(cluster.urls().iter().all(|u| u.starts_with("rediss://")));
     let masters = cluster.masters();
     assert_eq!(masters.len(), 3);

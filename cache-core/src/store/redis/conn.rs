@@ -8,7 +8,9 @@
 //! TLS (`rediss://`, rustls): the command connections and the pub/sub connection are made from
 //! the same settings ([`Tls`]), so both trust the same CAs and present the same client
 //! certificate. Certificates given are parsed when given, so a bad one is a configuration error
-//! at once rather than a miss on every call.
+//! at once rather than a miss on every call. Under Sentinel the same certificates serve the
+//! sentinels and the primary they name, and `rediss://` sentinels mean TLS to the primary too
+//! ([`sentinel_client`]): nothing reaches the cache's data in plaintext once the URLs say TLS.
 //!
 //! On a cluster the subscription is classic pub/sub on any one node: Redis Cluster forwards
 //! every `PUBLISH` to every node over its bus, so one node hears every invalidation, and when it
@@ -36,7 +38,7 @@ use std::time::Duration;
 use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection, PubSub};
 use deadpool_redis::redis::cluster::ClusterClient;
 use deadpool_redis::redis::cluster_async::ClusterConnection;
-use deadpool_redis::redis::sentinel::{SentinelClient, SentinelServerType};
+use deadpool_redis::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use deadpool_redis::redis::{
     self, ClientTlsConfig, Cmd, ConnectionAddr, ConnectionInfo, Pipeline, RedisError, RedisFuture,
     TlsCertificates, Value,
@@ -324,6 +326,100 @@ fn clients(
     }
 }
 
+/// The client that asks `sentinels` for the primary of `master`, and connects to it.
+///
+/// TLS follows the sentinels' scheme: with `rediss://` sentinels the primary they name is
+/// reached over TLS too (a TLS-only Sentinel setup has `tls-replication yes`, so the addresses
+/// the sentinels give are the nodes' TLS ports), with `redis://` in plaintext; a mix is refused,
+/// so that no URL can quietly take TLS away from the others. `tls`'s CAs and client certificate
+/// apply to both, and the primary's certificate must name the address the sentinels give for it
+/// (an IP address unless they announce hostnames). The sentinels are asked with one set of
+/// credentials, so every URL must carry the same username and password; a database number means
+/// nothing to a sentinel (`SELECT` fails there), so one is refused rather than failing every call.
+fn sentinel_client(
+    sentinels: &[String],
+    master: &str,
+    tls: &Tls,
+) -> Result<SentinelClient, CacheError> {
+    use redis::TlsMode;
+    let config = |why: String| CacheError::Config(format!("Redis Sentinel: {why}"));
+    let (Some(first), false) = (sentinels.first(), master.is_empty()) else {
+        return Err(config(
+            "it needs at least one sentinel URL and the master's name".into(),
+        ));
+    };
+    let infos = sentinels
+        .iter()
+        .map(|url| connection_info(url))
+        .collect::<Result<Vec<_>, _>>()?;
+    let over_tls = |info: &ConnectionInfo| matches!(info.addr(), ConnectionAddr::TcpTls { .. });
+    let tls_count = infos.iter().filter(|info| over_tls(info)).count();
+    let over_tls = match tls_count {
+        0 => false,
+        n if n == infos.len() => true,
+        _ => {
+            let urls: Vec<String> = sentinels.iter().map(|u| redacted(u)).collect();
+            return Err(config(format!(
+                "either every sentinel URL is rediss:// (TLS) or none is: [{}]",
+                urls.join(", ")
+            )));
+        }
+    };
+    let certificates = tls.certificates();
+    if certificates.is_some() && !over_tls {
+        return Err(config(format!(
+            "TLS certificates need rediss:// sentinel URLs, not {}",
+            redacted(first)
+        )));
+    }
+    let settings = infos[0].redis_settings();
+    for (url, info) in sentinels.iter().zip(&infos) {
+        let other = info.redis_settings();
+        if other.username() != settings.username() || other.password() != settings.password() {
+            return Err(config(format!(
+                "every sentinel URL must carry the same username and password ({} differs from {})",
+                redacted(url),
+                redacted(first)
+            )));
+        }
+        if other.db() != 0 {
+            return Err(config(format!(
+                "a sentinel has no databases; drop the /db of {}",
+                redacted(url)
+            )));
+        }
+    }
+    let nodelay = redis::io::tcp::TcpSettings::default().set_nodelay(true);
+    let mut builder = SentinelClientBuilder::new(
+        infos.iter().map(|info| info.addr().clone()),
+        master,
+        SentinelServerType::Master,
+    )
+    .map_err(|e| config(e.to_string()))?
+    .set_client_to_sentinel_tcp_settings(nodelay.clone())
+    .set_client_to_redis_tcp_settings(nodelay);
+    if let Some(username) = settings.username() {
+        builder = builder.set_client_to_sentinel_username(username);
+    }
+    if let Some(password) = settings.password() {
+        builder = builder.set_client_to_sentinel_password(password);
+    }
+    if over_tls {
+        ensure_crypto_provider();
+        // `Secure`: the certificates are verified, against `tls`'s CAs or the platform's.
+        builder = builder
+            .set_client_to_sentinel_tls_mode(TlsMode::Secure)
+            .set_client_to_redis_tls_mode(TlsMode::Secure);
+        if let Some(certificates) = certificates {
+            builder = builder
+                .set_client_to_sentinel_certificates(certificates.clone())
+                .set_client_to_redis_certificates(certificates);
+        }
+    }
+    // Its messages name settings, never a password or a key.
+    builder.build().map_err(|e| config(e.to_string()))
+}
+
 /// Makes and keeps one store's connections.
 pub(crate) struct Connector {
     /// As given, for the pub/sub connection; logged only [`redacted`].
@@ -386,26 +482,9 @@ impl Connector {
                     .map_err(|e| CacheError::Config(format!("Redis Cluster: {e}")))?;
                 Reach::Cluster(Box::new(client), certificates)
             }
-            Topology::Sentinel { sentinels, master } => {
-                if sentinels.is_empty() || master.is_empty() {
-                    return Err(CacheError::Config(
-                        "Sentinel needs at least one sentinel URL and the master's name".into(),
-                    ));
-                }
-                if tls.certificates().is_some() {
-                    return Err(CacheError::Config(
-                        "custom TLS certificates are not supported with Sentinel yet".into(),
-                    ));
-                }
-                let infos = sentinels
-                    .iter()
-                    .map(|url| connection_info(url))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let client =
-                    SentinelClient::build(infos, master.clone(), None, SentinelServerType::Master)
-                        .map_err(|e| CacheError::Config(format!("Redis Sentinel: {e}")))?;
-                Reach::Sentinel(Arc::new(tokio::sync::Mutex::new(client)))
-            }
+            Topology::Sentinel { sentinels, master } => Reach::Sentinel(Arc::new(
+                tokio::sync::Mutex::new(sentinel_client(sentinels, master, tls)?),
+            )),
         };
         Ok(Connector {
             topology,

@@ -150,8 +150,21 @@ impl RedisStore {
     }
 
     /// A store for the primary that `sentinel_urls` (Redis Sentinel nodes) name for
-    /// `master_name`. Like [`RedisStore::from_url`], it fails only on a malformed URL or an
-    /// empty list, and does not connect.
+    /// `master_name`. Like [`RedisStore::from_url`], it fails only on a URL it cannot use (see
+    /// below) or an empty list, and does not connect.
+    ///
+    /// A password in the URLs is the sentinels' (`requirepass` of the sentinels); every URL must
+    /// carry the same one, and none may name a database (a sentinel has none).
+    ///
+    /// # TLS
+    /// With `rediss://` sentinel URLs the store reaches the sentinels over TLS **and** the
+    /// primary they name over TLS too (as a TLS-only Sentinel setup with `tls-replication yes`
+    /// announces it); with `redis://` URLs, both in plaintext. A mix of the two is refused.
+    /// [`RedisStore::tls_root_ca_pem`] and [`RedisStore::tls_client_cert_pem`] apply to every
+    /// connection: to the sentinels, to the primary's command connections and to the
+    /// invalidation subscription. Certificates are always verified: the sentinels' must name the
+    /// host of their URL, the primary's the address the sentinels give for it (an IP address, so
+    /// an IP subject alternative name, unless the sentinels announce hostnames).
     ///
     /// A failover costs misses while it lasts: calls to the old primary fail, the next
     /// connection asks the sentinels for the new one, and the subscription moves with it (this
@@ -173,6 +186,35 @@ impl RedisStore {
     /// )?;
     /// let cache = Cache::builder().l2(store).namespace("shop").build();
     /// # Ok::<(), cache_core::CacheError>(())
+    /// ```
+    ///
+    /// Over TLS, with a private CA and a client certificate:
+    ///
+    /// ```no_run
+    /// use cache_core::RedisStore;
+    ///
+    /// let store = RedisStore::sentinel(
+    ///     ["rediss://10.0.0.1:26380", "rediss://10.0.0.2:26380", "rediss://10.0.0.3:26380"],
+    ///     "cache",
+    /// )?
+    /// .tls_root_ca_pem(std::fs::read("/etc/redis/tls/ca.crt")?)?
+    /// .tls_client_cert_pem(
+    ///     std::fs::read("/etc/redis/tls/client.crt")?,
+    ///     std::fs::read("/etc/redis/tls/client.key")?,
+    /// )?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// What is refused at once:
+    ///
+    /// ```
+    /// use cache_core::RedisStore;
+    ///
+    /// // TLS to one sentinel and not to another.
+    /// assert!(RedisStore::sentinel(["rediss://127.0.0.1:1", "redis://127.0.0.1:2"], "cache").is_err());
+    /// // Two different passwords, a database number.
+    /// assert!(RedisStore::sentinel(["redis://:a@127.0.0.1:1", "redis://:b@127.0.0.1:2"], "cache").is_err());
+    /// assert!(RedisStore::sentinel(["redis://127.0.0.1:1/2"], "cache").is_err());
     /// ```
     pub fn sentinel<I, S>(sentinel_urls: I, master_name: &str) -> Result<RedisStore, CacheError>
     where
