@@ -4,6 +4,7 @@
 //! handle is dropped.
 
 pub mod checker;
+pub mod cluster_shop;
 pub mod redis;
 pub mod redis_cluster;
 mod redis_process;
