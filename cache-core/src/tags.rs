@@ -85,12 +85,11 @@ impl TagClocks {
         self.observe(tick);
     }
 
-    /// Rejects every entry born up to now without moving the clock: used when invalidations may
-    /// have been missed. Fills begun from now on are rejected too until the shared authority's
-    /// clock is observed past this point.
-    pub(crate) fn purge_local(&self) {
-        let next = self.seq.load(Ordering::SeqCst).saturating_add(1);
-        self.purged_at.fetch_max(next, Ordering::SeqCst);
+    /// Rejects every entry born before `tick` without moving the clock: used when invalidations
+    /// may have been missed. With `tick` above the reading, fills begun from now on are rejected
+    /// too until the shared authority's clock is observed at `tick`.
+    pub(crate) fn purge_before(&self, tick: u64) {
+        self.purged_at.fetch_max(tick, Ordering::SeqCst);
     }
 
     /// Applies a `purge_all` made elsewhere at `tick`.

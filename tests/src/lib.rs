@@ -3,6 +3,8 @@
 //! What must stay true: every server a test starts listens on 127.0.0.1 only and stops when its
 //! handle is dropped.
 
+pub mod checker;
+pub mod cluster_shop;
 pub mod redis;
 pub mod redis_cluster;
 mod redis_process;

@@ -41,6 +41,8 @@ pub struct NodeLine {
     pub master_id: Option<String>,
     /// How many slots it serves (ranges being migrated not counted twice).
     pub slots: u32,
+    /// The slot ranges it serves, inclusive (slots being migrated listed where they are).
+    pub ranges: Vec<(u32, u32)>,
     /// Whether the cluster bus link to it is `connected`.
     pub connected: bool,
 }
@@ -464,31 +466,197 @@ impl RedisCluster {
         }
     }
 
-    /// Counts the keys matching `pattern` on one node by walking `SCAN` (for TLS, with
-    /// `redis-cli --tls --scan`).
+    /// Counts the keys matching `pattern` on one node.
     fn scan_count(&self, port: u16, pattern: &str) -> u64 {
+        self.keys_on(port, pattern).len() as u64
+    }
+
+    /// The keys matching `pattern` that the node on `port` holds itself, by walking `SCAN` (for
+    /// TLS, with `redis-cli --tls --scan`).
+    pub fn keys_on(&self, port: u16, pattern: &str) -> Vec<String> {
         if self.tls.is_some() {
             let mut args = self.cli_tls();
             args.extend(["-p".to_string(), port.to_string()]);
             args.extend(strings(&["--scan", "--pattern", pattern]));
             let out = run_ok("redis-cli", &args, None);
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            return text.lines().filter(|l| !l.is_empty()).count() as u64;
+            return text
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect();
         }
         let mut cursor = "0".to_string();
-        let mut count = 0;
+        let mut keys = Vec::new();
         loop {
             let reply = resp::request(port, &["SCAN", &cursor, "MATCH", pattern, "COUNT", "1000"])
                 .unwrap_or_else(|| panic!("port {port} did not answer SCAN"));
-            let [next, keys] = reply.items() else {
+            let [next, found] = reply.items() else {
                 panic!("port {port}: unexpected SCAN reply {reply:?}");
             };
-            count += keys.items().len() as u64;
+            keys.extend(
+                found
+                    .items()
+                    .iter()
+                    .filter_map(|k| k.as_str().map(str::to_string)),
+            );
             cursor = next.as_str().unwrap_or("0").to_string();
             if cursor == "0" {
-                return count;
+                return keys;
             }
         }
+    }
+
+    /// One command to the node on `port` (no redirect followed): its reply as lines (a string,
+    /// an integer's digits, or each element of an array), or the error Redis answered. For a
+    /// TLS cluster, `redis-cli --tls`'s stdout lines.
+    fn ask(&self, port: u16, args: &[&str]) -> Result<Vec<String>, String> {
+        if self.tls.is_some() {
+            let text = self
+                .text(port, args)
+                .ok_or_else(|| format!("port {port}: redis-cli failed on {args:?}"))?;
+            return Ok(text.lines().map(str::to_string).collect());
+        }
+        let scalar = |value: &resp::Value| match value {
+            resp::Value::Int(n) => Ok(n.to_string()),
+            resp::Value::Error(e) => Err(format!("port {port} {args:?}: {e}")),
+            other => Ok(other.as_str().unwrap_or_default().to_string()),
+        };
+        match resp::request(port, args) {
+            None => Err(format!("port {port} did not answer {args:?}")),
+            Some(resp::Value::Array(Some(items))) => items.iter().map(scalar).collect(),
+            Some(value) => scalar(&value).map(|one| vec![one]),
+        }
+    }
+
+    /// As [`RedisCluster::ask`], for a reply that must be `OK`.
+    fn ask_ok(&self, port: u16, args: &[&str]) {
+        match self.ask(port, args) {
+            Ok(reply) if reply == ["OK"] => {}
+            other => panic!("port {port} {args:?}: {other:?}"),
+        }
+    }
+
+    /// The hash slot of `key` (`CLUSTER KEYSLOT`).
+    pub fn keyslot(&self, key: &str) -> u32 {
+        let port = self.alive()[0];
+        self.ask(port, &["CLUSTER", "KEYSLOT", key])
+            .ok()
+            .and_then(|reply| reply.first()?.parse().ok())
+            .unwrap_or_else(|| panic!("port {port}: no CLUSTER KEYSLOT for {key}"))
+    }
+
+    /// The port of the master that serves `slot`, as a live node sees it.
+    pub fn owner(&self, slot: u32) -> u16 {
+        let view = self.any_view();
+        view.iter()
+            .find(|l| l.is_master() && l.ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&slot)))
+            .map(|l| l.port)
+            .unwrap_or_else(|| panic!("no master serves slot {slot}: {view:?}"))
+    }
+
+    /// Whether the node on `port` itself holds `key` (`EXISTS`, no redirect followed: a node
+    /// that does not serve the key's slot answers `MOVED`, which is `false`).
+    pub fn holds(&self, port: u16, key: &str) -> bool {
+        self.ask(port, &["EXISTS", key]).is_ok_and(|r| r == ["1"])
+    }
+
+    /// Moves one slot, with its keys, to the master on `to_port`, in the steps `redis-cli
+    /// --cluster reshard` takes for each slot (`IMPORTING` on the target, `MIGRATING` on the
+    /// source, `MIGRATE` of its keys, `SETSLOT NODE` on the target, the source and every other
+    /// master), but holds the slot half-moved for `hold` twice: once with every key still on
+    /// the source, once with every key on the target before the slot is handed over. Clients
+    /// meanwhile meet `ASK` and, for a call on several keys of the slot, `TRYAGAIN`. Returns once
+    /// every live node sees `to_port` serving the slot (at most 10 s).
+    pub fn move_slot(&self, slot: u32, to_port: u16, hold: Duration) {
+        let from_port = self.owner(slot);
+        assert_ne!(
+            from_port, to_port,
+            "slot {slot} is on port {to_port} already"
+        );
+        let (slot_text, from_id, to_id) = (
+            slot.to_string(),
+            self.node_id(from_port).to_string(),
+            self.node_id(to_port).to_string(),
+        );
+        let setslot = |port: u16, state: &str, id: &str| {
+            self.ask_ok(port, &["CLUSTER", "SETSLOT", &slot_text, state, id]);
+        };
+        setslot(to_port, "IMPORTING", &from_id);
+        setslot(from_port, "MIGRATING", &to_id);
+        std::thread::sleep(hold);
+        loop {
+            let keys = self
+                .ask(from_port, &["CLUSTER", "GETKEYSINSLOT", &slot_text, "100"])
+                .unwrap_or_else(|e| panic!("{e}"));
+            if keys.is_empty() {
+                break;
+            }
+            let to = to_port.to_string();
+            let mut migrate = vec!["MIGRATE", "127.0.0.1", &to, "", "0", "5000", "KEYS"];
+            migrate.extend(keys.iter().map(String::as_str));
+            self.ask_ok(from_port, &migrate);
+        }
+        std::thread::sleep(hold);
+        setslot(to_port, "NODE", &to_id);
+        setslot(from_port, "NODE", &to_id);
+        for port in self.masters() {
+            if port != to_port && port != from_port {
+                setslot(port, "NODE", &to_id);
+            }
+        }
+        wait_until(Duration::from_secs(10), "slot move seen everywhere", || {
+            for port in self.alive() {
+                let view = self.view(port)?;
+                let serves = view.iter().any(|l| {
+                    l.port == to_port && l.ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&slot))
+                });
+                if !serves {
+                    return Err(format!("port {port} does not see {to_port} serving {slot}"));
+                }
+            }
+            Ok(())
+        });
+    }
+
+    /// How many error replies starting with `code` (`MOVED`, `ASK`, `TRYAGAIN`, ...) the live
+    /// nodes have sent so far, summed (`INFO errorstats`).
+    pub fn errors_sent(&self, code: &str) -> u64 {
+        let field = format!("errorstat_{code}");
+        self.alive()
+            .into_iter()
+            .map(|port| {
+                let info = self.text(port, &["INFO", "errorstats"]).unwrap_or_default();
+                resp::info_field(&info, &field)
+                    .and_then(|v| v.strip_prefix("count=")?.split(',').next()?.parse().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    /// The ids of the clients subscribed on the node on `port` (`CLIENT LIST TYPE pubsub`).
+    pub fn pubsub_clients(&self, port: u16) -> Vec<u64> {
+        let text = self
+            .text(port, &["CLIENT", "LIST", "TYPE", "pubsub"])
+            .unwrap_or_else(|| panic!("port {port}: no CLIENT LIST"));
+        text.lines()
+            .filter_map(|line| {
+                line.split_whitespace()
+                    .find_map(|field| field.strip_prefix("id="))
+                    .and_then(|id| id.parse().ok())
+            })
+            .collect()
+    }
+
+    /// Closes one client's connection on the node on `port` (`CLIENT KILL ID`), as a proxy or
+    /// a network fault would.
+    pub fn kill_client(&self, port: u16, id: u64) {
+        let reply = self.ask(port, &["CLIENT", "KILL", "ID", &id.to_string()]);
+        assert_eq!(
+            reply,
+            Ok(vec!["1".to_string()]),
+            "port {port}: CLIENT KILL ID {id}"
+        );
     }
 }
 
@@ -506,6 +674,7 @@ fn parse_node_line(line: &str) -> Result<NodeLine, String> {
         .and_then(|p| p.parse().ok())
         .ok_or_else(bad)?;
     let mut slots = 0;
+    let mut ranges = Vec::new();
     for range in &fields[8..] {
         if range.starts_with('[') {
             continue; // a slot being imported / migrated, still counted where it is
@@ -516,6 +685,7 @@ fn parse_node_line(line: &str) -> Result<NodeLine, String> {
             hi.parse().map_err(|_| bad())?,
         );
         slots += hi - lo + 1;
+        ranges.push((lo, hi));
     }
     Ok(NodeLine {
         id: fields[0].to_string(),
@@ -523,6 +693,7 @@ fn parse_node_line(line: &str) -> Result<NodeLine, String> {
         flags: fields[2].split(',').map(str::to_string).collect(),
         master_id: (fields[3] != "-").then(|| fields[3].to_string()),
         slots,
+        ranges,
         connected: fields[7] == "connected",
     })
 }

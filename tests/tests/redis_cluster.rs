@@ -9,34 +9,9 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use cache_actix::{Cache, MemoryStore, RedisStore};
+use cache_actix_tests::cluster_shop::{eventually, node};
 use cache_actix_tests::shop::{app, Db};
 use cache_actix_tests::{get_path as get, redis::wait_in_sync, redis_cluster::RedisCluster};
-
-fn node(cluster: &RedisCluster, l1: bool) -> Cache {
-    let store = RedisStore::cluster(cluster.urls()).unwrap_or_else(|e| panic!("cluster: {e}"));
-    let builder = Cache::builder().l2(store).namespace("shop");
-    if l1 {
-        builder.l1(MemoryStore::new()).build()
-    } else {
-        builder.build()
-    }
-}
-
-/// Until `check` holds, or panics after `limit` with what it last saw.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        match check().await {
-            Ok(()) => return,
-            Err(seen) if Instant::now() >= deadline => panic!("{what}: {seen}"),
-            Err(_) => actix_web::rt::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
 
 #[actix_web::test]
 async fn entries_spread_over_every_master_and_nodes_share_them_and_their_invalidation() {

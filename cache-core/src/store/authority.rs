@@ -6,7 +6,8 @@
 //! clocks only mirror it); while the authority cannot vouch that its invalidations reach a
 //! process, that process's L1 is empty and unused; and dropping "everything known locally"
 //! ([`ClockLink::forget_local`]) has this one implementation, used by the cache after a failed
-//! shared invalidation and by the authority when its subscription is lost or resumed.
+//! shared invalidation and by the authority when its subscription is lost or resumed (then
+//! never past the tick it resumed at).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -246,16 +247,75 @@ impl ClockLink {
     /// (a tick taken after the subscription was made): empty the L1, refuse fills begun before,
     /// and use the L1 again.
     pub fn resumed(&self, seq: u64) {
-        self.forget_local();
+        // Up to this node's reading, but never past `seq`: a reply to a request made meanwhile
+        // may have carried `seq` here already, and refusing past it would refuse every fill
+        // until the next invalidation. A fill born at `seq` began after the tick, so after the
+        // subscription was made; one begun before it was born below it.
+        self.forget_before(self.clocks.now().saturating_add(1).min(seq));
         self.clocks.observe(seq);
         self.l1_live.store(true, Ordering::SeqCst);
     }
 
     /// Drops the L1 and makes every entry born up to now invalid on this node.
     pub(crate) fn forget_local(&self) {
-        self.clocks.purge_local();
+        self.forget_before(self.clocks.now().saturating_add(1));
+    }
+
+    /// Drops the L1 and makes every entry born before `tick` invalid on this node.
+    fn forget_before(&self, tick: u64) {
+        self.clocks.purge_before(tick);
         if let Some(l1) = &self.l1 {
             l1.clear_now();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resync_tick_a_reply_brought_first_still_lets_later_fills_in() {
+        let link = ClockLink::new(
+            Arc::new(TagClocks::shared()),
+            Some(MemoryStore::new()),
+            Arc::new(AtomicBool::new(false)),
+            "shop".into(),
+        );
+        link.observed(5);
+        link.lost();
+        // The subscriber's re-tick made 6 in the shared clocks, and a request's reply carried it
+        // here before the subscriber resumed with it.
+        link.observed(6);
+        link.resumed(6);
+        assert!(link.in_sync());
+        assert!(
+            link.clocks.is_valid(link.seq(), ["products"]),
+            "a fill begun now is stored"
+        );
+        assert!(
+            !link.clocks.is_valid(5, ["products"]),
+            "a fill begun before the re-tick is not"
+        );
+        // Without a reply in between, the same.
+        link.lost();
+        link.resumed(7);
+        assert!(link.clocks.is_valid(link.seq(), ["products"]));
+        assert!(!link.clocks.is_valid(6, ["products"]));
+    }
+
+    #[test]
+    fn a_first_subscription_refuses_only_what_this_node_had_seen() {
+        let link = ClockLink::new(
+            Arc::new(TagClocks::shared()),
+            None,
+            Arc::new(AtomicBool::new(false)),
+            "shop".into(),
+        );
+        link.resumed(9);
+        // A record another node stored at tick 3 (checked against the clocks in Redis when
+        // read) is still one this node may serve.
+        assert!(link.clocks.is_valid(3, ["products"]));
+        assert!(link.clocks.is_valid(link.seq(), ["products"]));
     }
 }
