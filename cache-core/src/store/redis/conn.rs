@@ -469,8 +469,16 @@ impl Connector {
                 {
                     ensure_crypto_provider();
                 }
+                // redis-rs retries a `TRYAGAIN` (a slot half-moved) or a lost node after 1.28 s
+                // at least by default, far past a call's 50 ms limit: such a call would always be
+                // a miss. Waits of 2 ms doubling (at most 64 ms, 6 tries) retry while the caller
+                // still waits, and give up well before a failover ends.
                 let builder = ClusterClient::builder(infos)
                     .connection_timeout(CONNECT_TIMEOUT)
+                    .retries(6)
+                    .min_retry_wait(2)
+                    .max_retry_wait(64)
+                    .retry_wait_formula(2, 2)
                     .tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
                 let certificates = tls.certificates();
                 let builder = match certificates.clone() {
