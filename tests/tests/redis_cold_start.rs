@@ -37,7 +37,9 @@ where
 }
 
 fn joined<T>(handle: JoinHandle<T>) -> T {
-    handle.join().unwrap_or_else(|_| panic!("a node's thread panicked"))
+    handle
+        .join()
+        .unwrap_or_else(|_| panic!("a node's thread panicked"))
 }
 
 /// A node: an L1 over a Redis L2 in `namespace` (default options: a 50 ms call limit).
@@ -307,9 +309,9 @@ fn a_node_just_built_hits_the_l2_on_its_first_request_beside_failing_neighbours(
         // Built now, its first request at once: no time to connect or subscribe beforehand.
         let b_fresh = {
             let (url, namespace, db) = (redis.url(), namespace.clone(), db.clone());
-            on_new_thread(move || async move {
-                first_request(node(&url, &namespace), db, "/p/1").await
-            })
+            on_new_thread(
+                move || async move { first_request(node(&url, &namespace), db, "/p/1").await },
+            )
         };
         let (b_early, b_fresh) = (joined(b_early), joined(b_fresh));
         for (who, first, x_cache) in [
@@ -385,7 +387,9 @@ fn stores_whose_redis_is_refused_or_hangs_never_delay_a_healthy_store() {
             }
             let first = get(&y, "/p/1").await.summary();
             if first != answer("HIT", "1:v0") {
-                failures.push(format!("round {round}: the other node's first read {first:?}"));
+                failures.push(format!(
+                    "round {round}: the other node's first read {first:?}"
+                ));
             }
             let deadline = built + Duration::from_secs(2);
             while !(one.in_sync() && two.in_sync()) && Instant::now() < deadline {
@@ -413,7 +417,9 @@ fn stores_whose_redis_is_refused_or_hangs_never_delay_a_healthy_store() {
                 // Never the invalidated body after `Ok` on the node that invalidated...
                 let after = get(&x, "/p/1").await.summary();
                 if after != answer("MISS", &body) {
-                    failures.push(format!("round {round}: after invalidation {version}: {after:?}"));
+                    failures.push(format!(
+                        "round {round}: after invalidation {version}: {after:?}"
+                    ));
                 }
                 // ...nor on the other after the propagation delay; then a hit (the control).
                 let deadline = Instant::now() + Duration::from_millis(500);
@@ -431,7 +437,10 @@ fn stores_whose_redis_is_refused_or_hangs_never_delay_a_healthy_store() {
                 failures.push(format!("round {round}: the control answered {control:?}"));
             }
             if db.calls() != 1 + invalidations {
-                failures.push(format!("round {round}: the handler ran {} times", db.calls()));
+                failures.push(format!(
+                    "round {round}: the handler ran {} times",
+                    db.calls()
+                ));
             }
         }
         // Reads of a node without an L1 (every read goes to Redis) on this same thread, beside
@@ -439,7 +448,10 @@ fn stores_whose_redis_is_refused_or_hangs_never_delay_a_healthy_store() {
         let reads = 300;
         let db = Arc::new(Db::default());
         let store = RedisStore::from_url(&url).unwrap_or_else(|e| panic!("redis url: {e}"));
-        let l2_only = Cache::builder().l2(store).namespace("healthy-reads").build();
+        let l2_only = Cache::builder()
+            .l2(store)
+            .namespace("healthy-reads")
+            .build();
         // Subscribed first: this phase is about isolation, the rounds above about cold starts.
         wait_in_sync(&l2_only).await;
         let z = app(l2_only, db.clone()).await;
@@ -456,7 +468,9 @@ fn stores_whose_redis_is_refused_or_hangs_never_delay_a_healthy_store() {
             actix_web::rt::time::sleep(Duration::from_millis(3)).await;
         }
         if missed > 0 {
-            failures.push(format!("{missed} of {reads} reads of a healthy store were not hits"));
+            failures.push(format!(
+                "{missed} of {reads} reads of a healthy store were not hits"
+            ));
         }
         println!(
             "slowest subscription {slowest_subscription:?}, slowest invalidation \
@@ -480,4 +494,3 @@ fn stores_whose_redis_is_refused_or_hangs_never_delay_a_healthy_store() {
         failures.len()
     );
 }
-
