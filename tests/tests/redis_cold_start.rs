@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,14 @@ use cache_actix_tests::{
     free_port, get_path as get,
     redis::{wait_in_sync, RedisServer},
 };
+
+/// Held by each test while it runs: each brings its own failing neighbours, and the two sets at
+/// once would measure the CPU of a two-core machine rather than what one store costs another.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Runs `make()`'s future on a new thread with its own actix runtime, as a fresh worker would.
 fn on_new_thread<T, F, Fut>(make: F) -> JoinHandle<T>
@@ -283,6 +291,7 @@ fn answer(x_cache: &str, body: &str) -> (StatusCode, String, String) {
 
 #[test]
 fn a_node_just_built_hits_the_l2_on_its_first_request_beside_failing_neighbours() {
+    let _alone = one_at_a_time();
     let redis = RedisServer::start();
     let neighbours = Neighbours::start(8);
     // Past their own cold start: their connections and subscriptions fail and are tried again.
@@ -360,6 +369,7 @@ const INVALIDATED_WITHIN: Duration = Duration::from_millis(100);
 
 #[test]
 fn stores_whose_redis_is_refused_or_hangs_never_delay_a_healthy_store() {
+    let _alone = one_at_a_time();
     let redis = RedisServer::start();
     let neighbours = Neighbours::start(20);
     let beside = neighbours.beside.clone();
