@@ -43,9 +43,10 @@
 //! is dropped and the call tried once more on a new one; connections of a dropped store are
 //! released by the next lookup on that thread (its warm one with the store); an attempt at a
 //! Redis that does not answer never builds a TLS client on a thread other stores use; a Redis
-//! that refuses a call because it is at its `maxmemory` is told apart ([`is_full`]) from one that fails; a password never reaches a log
-//! ([`redacted`]), nor does a private key; the server's certificate is always verified (the
-//! `#insecure` URL fragment is refused, and redis-rs is built without `tls-rustls-insecure`).
+//! that refuses a call because it is at its `maxmemory` is told apart ([`is_full`]) from one
+//! that fails; a password never reaches a log ([`redacted`]), nor does a private key; the
+//! server's certificate is always verified (the `#insecure` URL fragment is refused, and
+//! redis-rs is built without `tls-rustls-insecure`).
 
 use std::cell::RefCell;
 use std::fmt;
