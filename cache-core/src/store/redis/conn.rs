@@ -22,18 +22,39 @@
 //! can take longer than a call's 50 ms limit; the attempt is never cancelled by that limit, so
 //! a slow-to-connect Redis is reached by a later call instead of never.
 //!
+//! Cold start: each store also has one warm connection, opened on the background runtime
+//! (whose threads drive it) as soon as the store is attached to its cache, alongside the
+//! subscription. The subscriber's calls use it, and so does a thread whose own connection is
+//! not open yet: its first calls go to the warm one if that is open (one hop to the background
+//! runtime's threads) while its own opens, or else to whichever of the two opens first. So a
+//! worker's first request does not pay for a TCP (or TLS) connection on top of its round trips
+//! within the call limit, and the warm connection serves only until the thread's own is open
+//! (one connection per process for every call would put a hop on every call).
+//!
+//! Isolation: nothing here waits synchronously on another store, nor holds a lock across an
+//! await. redis-rs builds a TLS client, reading and parsing the platform's trust store (several
+//! ms), synchronously as each TLS connection attempt starts; so a TLS store's warm and pub/sub
+//! attempts run on the background runtime's blocking threads ([`attempt`]), and its threads
+//! open their own connections only once its warm one is open (while Redis answers), never again
+//! and again against a Redis that does not. A failing Redis sees at most one warm attempt at a
+//! time and, from calls, at most about one a second ([`WARM_RETRY`]); the breaker, time limits
+//! and pool of each store are its own. Not covered: redis-rs's cluster connection reconnects
+//! to a node by itself, building a TLS client on the thread that drives it.
+//!
 //! What must stay true: a caller never waits longer than its own time limit; a dead connection
 //! is dropped and the call tried once more on a new one; connections of a dropped store are
-//! released by the next lookup on that thread; a Redis that refuses a call because it is at its
-//! `maxmemory` is told apart ([`is_full`]) from one that fails; a password never reaches a log
-//! ([`redacted`]), nor does a private key; the server's certificate is always verified (the
-//! `#insecure` URL fragment is refused, and redis-rs is built without `tls-rustls-insecure`).
+//! released by the next lookup on that thread (its warm one with the store); an attempt at a
+//! Redis that does not answer never builds a TLS client on a thread other stores use; a Redis
+//! that refuses a call because it is at its `maxmemory` is told apart ([`is_full`]) from one
+//! that fails; a password never reaches a log ([`redacted`]), nor does a private key; the
+//! server's certificate is always verified (the `#insecure` URL fragment is refused, and
+//! redis-rs is built without `tls-rustls-insecure`).
 
 use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection, PubSub};
 use deadpool_redis::redis::cluster::ClusterClient;
@@ -43,15 +64,20 @@ use deadpool_redis::redis::{
     self, ClientTlsConfig, Cmd, ConnectionAddr, ConnectionInfo, Pipeline, RedisError, RedisFuture,
     TlsCertificates, Value,
 };
-use deadpool_redis::{Pool, Runtime};
-use futures_util::future::{BoxFuture, FutureExt, Shared};
+use deadpool_redis::Pool;
+use futures_util::future::{select, BoxFuture, Either, FutureExt, Shared};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::runtime::{Handle, Runtime};
 
+use super::runtime;
 use crate::CacheError;
 
 /// Longest wait for a new connection (the attempt goes on after the caller gives up).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Shortest time between two attempts at the warm connection that a thread's calls start
+/// while they fail (the subscriber, which retries at its own pace, may start one sooner).
+const WARM_RETRY: Duration = Duration::from_secs(1);
 
 /// How the error of a call Redis refused for want of memory begins.
 const FULL: &str = "Redis is full";
@@ -98,6 +124,15 @@ impl Topology {
                 let urls: Vec<String> = sentinels.iter().map(|u| redacted(u)).collect();
                 format!("sentinel {master} [{}]", urls.join(", "))
             }
+        }
+    }
+
+    /// Every URL given.
+    fn urls(&self) -> Vec<&str> {
+        match self {
+            Topology::Node(url) => vec![url.as_str()],
+            Topology::Cluster(urls) => urls.iter().map(String::as_str).collect(),
+            Topology::Sentinel { sentinels, .. } => sentinels.iter().map(String::as_str).collect(),
         }
     }
 
@@ -428,6 +463,13 @@ pub(crate) struct Connector {
     id: u64,
     /// Held by the `RedisStore`: when it is dropped, its kept connections are released.
     alive: Weak<()>,
+    /// The store-wide connection, opened on the background runtime (its driver runs there):
+    /// what the subscriber's calls use, and what a thread's first calls use until its own
+    /// connection is open. The lock is never held across an await.
+    warm: Mutex<Warm>,
+    /// Whether a connection attempt builds a TLS client (a `rediss://` URL): redis-rs then
+    /// reads the platform's trust store, synchronously, as each attempt starts.
+    tls: bool,
 }
 
 impl Connector {
@@ -448,7 +490,7 @@ impl Connector {
                 })?;
                 let pool = Pool::builder(manager)
                     .max_size(pool_size.max(1))
-                    .runtime(Runtime::Tokio1)
+                    .runtime(deadpool_redis::Runtime::Tokio1)
                     .build()
                     .map_err(|e| CacheError::Config(format!("Redis pool: {e}")))?;
                 Reach::Node(pool, Box::new(pubsub))
@@ -494,11 +536,21 @@ impl Connector {
                 tokio::sync::Mutex::new(sentinel_client(sentinels, master, tls)?),
             )),
         };
+        let tls = topology
+            .urls()
+            .iter()
+            .filter_map(|url| connection_info(url).ok())
+            .any(|info| matches!(info.addr(), ConnectionAddr::TcpTls { .. }));
         Ok(Connector {
             topology,
             reach,
             id,
             alive,
+            warm: Mutex::new(Warm {
+                opening: None,
+                started: Instant::now(),
+            }),
+            tls,
         })
     }
 
@@ -508,8 +560,16 @@ impl Connector {
     }
 
     /// A new pub/sub connection, not kept: the subscriber holds it for one session. On a
-    /// cluster, to the first seed node that answers.
-    pub(crate) async fn pubsub(&self, timeout: Duration) -> Result<PubSub, String> {
+    /// cluster, to the first seed node that answers. The attempt runs on the background
+    /// runtime, off its worker threads for a TLS store ([`attempt`]).
+    pub(crate) async fn pubsub(self: &Arc<Self>, timeout: Duration) -> Result<PubSub, String> {
+        let background = runtime::background().map_err(|e| e.to_string())?;
+        let this = self.clone();
+        let connect = async move { this.open_pubsub(timeout).await }.boxed();
+        attempt(background, self.tls, connect).await
+    }
+
+    async fn open_pubsub(&self, timeout: Duration) -> Result<PubSub, String> {
         if let Reach::Sentinel(sentinel) = &self.reach {
             let sentinel = sentinel.clone();
             return tokio::time::timeout(timeout, async move {
@@ -580,36 +640,134 @@ impl Connector {
             .await
     }
 
-    /// This thread's connection, opening one if needed. `true` with it if it was kept from an
-    /// earlier call (so a failure on it may only mean it went stale).
-    async fn connection(&self) -> Result<(Conn, bool), CacheError> {
-        let kept = KEPT.with(|kept| {
-            let mut kept = kept.borrow_mut();
-            kept.retain(|(_, alive, _)| alive.strong_count() > 0);
-            kept.iter()
-                .find(|(id, _, _)| *id == self.id)
-                .map(|(_, _, opening)| opening.clone())
-        });
-        let (opening, was_kept) = match kept {
-            Some(opening) => match opening.peek() {
-                Some(Ok(conn)) => return Ok((conn.clone(), true)),
-                Some(Err(_)) => (self.open(), false),
-                None => (opening, false),
-            },
-            None => (self.open(), false),
+    /// The connection a call on this thread runs on: the thread's own once it is open; until
+    /// then the store's warm one if that is open (the thread's own opens meanwhile); else the
+    /// first of the two to open (the caller's time limit bounds the wait). On the background
+    /// runtime, the warm one only.
+    async fn connection(&self) -> Result<Used, CacheError> {
+        let kept = self.kept();
+        if let Some(own) = &kept {
+            if let Some(Ok(conn)) = own.peek() {
+                return Ok(Used::kept(conn.clone(), Which::Thread(own.clone())));
+            }
+        }
+        let background = runtime::is_background();
+        let warm = self.warm(background);
+        if background {
+            return self.open_one(Which::Warm(warm)).await;
+        }
+        let own = self.own(kept, &warm);
+        if let Some(Ok(conn)) = warm.peek() {
+            return Ok(Used::kept(conn.clone(), Which::Warm(warm)));
+        }
+        let Some(own) = own else {
+            return self.open_one(Which::Warm(warm)).await;
         };
+        // Neither is open yet: the first of the two to open.
+        let (failed, rest) = match select(warm.clone(), own.clone()).await {
+            Either::Left((Ok(conn), _)) => return Ok(Used::new(conn, Which::Warm(warm))),
+            Either::Right((Ok(conn), _)) => return Ok(Used::new(conn, Which::Thread(own))),
+            Either::Left((Err(_), _)) => (Which::Warm(warm), Which::Thread(own)),
+            Either::Right((Err(_), _)) => (Which::Thread(own), Which::Warm(warm)),
+        };
+        self.drop_opening(&failed);
+        self.open_one(rest).await
+    }
+
+    /// The connection `which` names, once it is open (at once if it is); an opening that
+    /// failed is dropped, so that the next call makes a new one.
+    async fn open_one(&self, which: Which) -> Result<Used, CacheError> {
+        let opening = which.opening().clone();
+        if let Some(Ok(conn)) = opening.peek() {
+            return Ok(Used::kept(conn.clone(), which));
+        }
         match opening.await {
-            Ok(conn) => Ok((conn, was_kept)),
+            Ok(conn) => Ok(Used::new(conn, which)),
             Err(err) => {
-                self.forget();
+                self.drop_opening(&which);
                 Err(CacheError::Backend(format!("Redis connection: {err}")))
             }
         }
     }
 
-    /// Starts opening a connection for this thread and keeps the attempt.
-    fn open(&self) -> Opening {
-        let opening: Opening = match &self.reach {
+    /// This thread's connection or its opening, unless it has none or the last failed.
+    fn kept(&self) -> Option<Opening> {
+        KEPT.with(|kept| {
+            let mut kept = kept.borrow_mut();
+            kept.retain(|(_, alive, _)| alive.strong_count() > 0);
+            kept.iter()
+                .find(|(id, _, _)| *id == self.id)
+                .map(|(_, _, opening)| opening.clone())
+        })
+        .filter(|opening| !matches!(opening.peek(), Some(Err(_))))
+    }
+
+    /// `kept`, or else a new opening of this thread's connection; but a TLS store's thread
+    /// opens its own only once the store's `warm` connection is open: building a TLS client is
+    /// synchronous work on the thread (see [`attempt`]), done then once per thread while Redis
+    /// answers, and not again and again against a Redis that does not.
+    fn own(&self, kept: Option<Opening>, warm: &Opening) -> Option<Opening> {
+        match kept {
+            Some(opening) => Some(opening),
+            None if !self.tls || matches!(warm.peek(), Some(Ok(_))) => Some(self.open()),
+            None => None,
+        }
+    }
+
+    /// Starts opening this thread's connection (see [`Connector::own`]) unless it has one or
+    /// one is being opened: a caller about to wait for something else (the first subscription)
+    /// lets it open meanwhile. Off any Tokio runtime, or on the background one, nothing to do.
+    pub(crate) fn prepare(&self) {
+        if Handle::try_current().is_ok() && !runtime::is_background() {
+            // Spawned already: it opens whether or not anyone awaits it.
+            let _ = self.own(self.kept(), &self.warm(false));
+        }
+    }
+
+    /// Starts opening the store's warm connection on the background runtime (when the store is
+    /// attached to its cache, so that it is open by the first request).
+    pub(crate) fn warm_up(&self) {
+        // Spawned already: it opens whether or not anyone awaits it.
+        drop(self.warm(true));
+    }
+
+    /// The warm connection or its opening; a new opening if there is none, or if the last
+    /// failed and started [`WARM_RETRY`] ago or more (at once if `eager`: the subscriber's calls,
+    /// which come at its own pace, once Redis has answered its subscription). So there is at
+    /// most one attempt at a time, and however many calls ask, a Redis that keeps failing sees
+    /// about one a second from the warm slot.
+    fn warm(&self, eager: bool) -> Opening {
+        let mut warm = self.warm.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(opening) = &warm.opening {
+            let failed = matches!(opening.peek(), Some(Err(_)));
+            if !failed || (!eager && warm.started.elapsed() < WARM_RETRY) {
+                return opening.clone();
+            }
+        }
+        warm.started = Instant::now();
+        let opening = self.start_warm();
+        warm.opening = Some(opening.clone());
+        opening
+    }
+
+    /// Opens a connection on the background runtime, whose threads then drive it.
+    fn start_warm(&self) -> Opening {
+        let connect = self.connect();
+        let failed = |err: String| -> Opening { async move { Err(err) }.boxed().shared() };
+        let background = match runtime::background() {
+            Ok(background) => background,
+            Err(err) => return failed(err.to_string()),
+        };
+        let opening = attempt(background, self.tls, connect).shared();
+        // Driven to the end even if no caller waits for it.
+        background.spawn(opening.clone());
+        opening
+    }
+
+    /// A connection attempt, not started: to one node through the pool, to a cluster, or to
+    /// the primary the sentinels name. It never waits longer than [`CONNECT_TIMEOUT`].
+    fn connect(&self) -> BoxFuture<'static, Result<Conn, String>> {
+        match &self.reach {
             Reach::Node(pool, _) => {
                 let pool = pool.clone();
                 async move {
@@ -650,7 +808,13 @@ impl Connector {
                 .boxed()
             }
         }
-        .shared();
+    }
+
+    /// Starts opening a connection for this thread (on its runtime, where the connection's
+    /// driver then runs) and keeps the attempt. A TLS store's runs only while Redis answers
+    /// (see [`Connector::own`]).
+    fn open(&self) -> Opening {
+        let opening = self.connect().shared();
         // Driven to the end even if every caller stops waiting.
         tokio::spawn(opening.clone());
         let alive = self.alive.clone();
@@ -664,30 +828,48 @@ impl Connector {
         opening
     }
 
-    /// Drops this thread's connection, so that the next call opens a new one.
-    fn forget(&self) {
-        KEPT.with(|kept| kept.borrow_mut().retain(|(id, _, _)| *id != self.id));
+    /// Drops a connection (or an opening) that failed, if it is still the one kept, so that
+    /// the next call opens a new one.
+    fn drop_opening(&self, which: &Which) {
+        match which {
+            Which::Thread(opening) => KEPT.with(|kept| {
+                kept.borrow_mut()
+                    .retain(|(id, _, kept)| !(*id == self.id && kept.ptr_eq(opening)))
+            }),
+            // One that failed to open stays, so that the next starts only after [`WARM_RETRY`]
+            // ([`Connector::warm`]); one that broke once open is replaced at once.
+            Which::Warm(opening) => {
+                let mut warm = self.warm.lock().unwrap_or_else(PoisonError::into_inner);
+                let broke = warm.opening.as_ref().is_some_and(|kept| {
+                    kept.ptr_eq(opening) && !matches!(kept.peek(), Some(Err(_)))
+                });
+                if broke {
+                    warm.opening = None;
+                }
+            }
+        }
     }
 
-    /// Runs `op` on this thread's connection. A kept connection that turns out dead (Redis
-    /// restarted, or the runtime that drove it ended) is replaced and `op` tried once more.
+    /// Runs `op` on this thread's connection (or the warm one, see [`Connector::connection`]).
+    /// A kept connection that turns out dead (Redis restarted, or the runtime that drove it
+    /// ended) is replaced and `op` tried once more.
     pub(crate) async fn with<T, F, Fut>(&self, op: F) -> Result<T, CacheError>
     where
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         loop {
-            let (conn, was_kept) = self.connection().await?;
-            match op(conn).await {
+            let used = self.connection().await?;
+            match op(used.conn).await {
                 Ok(value) => return Ok(value),
                 Err(err) => {
                     let broken = err.is_io_error()
                         || err.is_connection_dropped()
                         || err.is_unrecoverable_error();
                     if broken {
-                        self.forget();
+                        self.drop_opening(&used.which);
                     }
-                    if !(broken && was_kept) {
+                    if !(broken && used.kept) {
                         return Err(if err.code() == Some("WRONGTYPE") {
                             CacheError::Corrupt(err.to_string())
                         } else if out_of_memory(&err) {
@@ -700,6 +882,76 @@ impl Connector {
             }
         }
     }
+}
+
+/// The store's warm connection: the last opening, and when it started.
+struct Warm {
+    opening: Option<Opening>,
+    started: Instant,
+}
+
+/// Which connection a call got: this thread's or the store's warm one, with its opening (to
+/// drop that one, and only that one, when it breaks).
+enum Which {
+    Thread(Opening),
+    Warm(Opening),
+}
+
+impl Which {
+    fn opening(&self) -> &Opening {
+        match self {
+            Which::Thread(opening) | Which::Warm(opening) => opening,
+        }
+    }
+}
+
+/// A connection for one call.
+struct Used {
+    conn: Conn,
+    /// It was open before the call: a failure on it may only mean it went stale.
+    kept: bool,
+    which: Which,
+}
+
+impl Used {
+    fn kept(conn: Conn, which: Which) -> Used {
+        Used {
+            conn,
+            kept: true,
+            which,
+        }
+    }
+
+    fn new(conn: Conn, which: Which) -> Used {
+        Used {
+            conn,
+            kept: false,
+            which,
+        }
+    }
+}
+
+/// Runs a connection attempt on the background runtime. A TLS store's attempt runs on one of
+/// its blocking threads (its IO and timers are still the runtime's, and what it spawns, such as
+/// the connection's driver, runs on the runtime's workers): redis-rs builds a TLS client as
+/// each attempt starts, reading and parsing the platform's trust store (several ms of
+/// synchronous work), which on a worker would stall every other store's subscription and calls.
+/// The background runtime is never shut down, so such an attempt never outlives its runtime.
+fn attempt<T: Send + 'static>(
+    background: &'static Runtime,
+    tls: bool,
+    connect: BoxFuture<'static, Result<T, String>>,
+) -> BoxFuture<'static, Result<T, String>> {
+    if !tls {
+        return connect;
+    }
+    let handle = background.handle().clone();
+    let job = background.spawn_blocking(move || handle.block_on(connect));
+    async move {
+        job.await
+            .unwrap_or_else(|e| Err(format!("connection attempt aborted: {e}")))
+    }
+    .boxed()
 }
 
 #[cfg(test)]

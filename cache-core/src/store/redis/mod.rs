@@ -4,7 +4,15 @@
 //! Every call runs under a time limit (default 50 ms), behind a circuit breaker (`breaker.rs`),
 //! on a multiplexed connection kept per thread (`conn.rs`). One small background Tokio runtime
 //! (`runtime.rs`), shared by every store of the process, carries the invalidation subscriptions
-//! (`subscriber.rs`) and the calls made outside any Tokio runtime. Writes and invalidations are
+//! (`subscriber.rs`), each store's warm connection and the calls made outside any Tokio runtime.
+//!
+//! Cold start: attaching the store to its cache (`Cache::builder().l2(store).build()`) opens
+//! its warm connection and starts its subscription at once; a thread's first calls use the
+//! warm connection until the thread's own is open. A read made before the first subscription
+//! attempt has settled waits for it, up to the call limit (`get`): measured, a
+//! read without it is a miss that never reaches Redis (the eviction policy is not known yet, so
+//! nothing can vouch for a record), and a fill after it is born at tick 0, which every other
+//! node refuses; with it, a node's first request is an L2 hit. Writes and invalidations are
 //! Lua scripts (`scripts.rs`): one round trip each, atomic in Redis. A read is one `HGET`
 //! checked against this node's mirror of the clocks while the subscription keeps the mirror
 //! current and the record is newer than the subscription; otherwise (or with `strict_reads`) it
@@ -458,6 +466,32 @@ impl RedisStore {
         result
     }
 
+    /// Waits, up to the call limit, for the first subscription attempt to settle, while this
+    /// thread's connection opens. Until it has, the eviction policy is not known (a read would
+    /// be refused as unverified) and the mirror cannot vouch for anything; and a fill that
+    /// follows this read is born at the tick the subscription takes, which other nodes accept
+    /// (one born before it, at 0, every other node's clocks refuse). A read that waited the
+    /// whole limit in vain ends the wait for every later one: a Redis that hangs costs each
+    /// request its calls' limits only.
+    async fn first_subscription(&self) {
+        self.shared.conn.prepare();
+        let shared = self.shared.clone();
+        let limit = shared.options.timeout;
+        let wait = async move {
+            if tokio::time::timeout(limit, shared.first_attempt_settled())
+                .await
+                .is_err()
+            {
+                shared.settle();
+            }
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            wait.await;
+        } else if let Ok(runtime) = background() {
+            let _ = runtime.spawn(wait).await;
+        }
+    }
+
     /// One `HGET` of the record's value, decoded; a value that is not what we wrote is counted
     /// and deleted. Nothing here checks the clocks: see [`RedisStore::vouched`].
     async fn hget(&self, key: &CacheKey, record_key: String) -> Result<Option<Record>, CacheError> {
@@ -707,9 +741,13 @@ impl Store for RedisStore {
     /// [`crate::Cache`] against this node's mirror of the clocks, kept current by the
     /// subscription (within the propagation delay). A record the mirror cannot vouch for is
     /// checked in Redis; while Redis may evict the clocks, only records the mirror vouches for
-    /// are served.
+    /// are served. Until the first subscription attempt has settled, a read first waits for it,
+    /// up to the call limit (see `first_subscription`).
     async fn get(&self, key: &CacheKey) -> Result<Option<Record>, CacheError> {
         let keys = self.keys()?;
+        if !self.shared.settled() {
+            self.first_subscription().await;
+        }
         let record_key = keys.record(key);
         if self.shared.clocks_at_risk() {
             return self.get_at_risk(key, keys, record_key).await;
@@ -822,9 +860,7 @@ impl ClockAuthority for RedisStore {
                     .arg(pieces)
                     .arg(floor)
                     .arg(now_ms());
-                let reply = shared.conn.run(&invocation).await?;
-                replicated(&shared).await?;
-                Ok(reply)
+                run_replicated(&shared, &invocation).await
             })
             .await;
         let (tick, prune) = match result {
@@ -858,9 +894,7 @@ impl ClockAuthority for RedisStore {
                     .key(&keys.purged)
                     .arg(&keys.channel)
                     .arg(floor);
-                let reply = shared.conn.run(&invocation).await?;
-                replicated(&shared).await?;
-                Ok(reply)
+                run_replicated(&shared, &invocation).await
             })
             .await;
         self.tick_reply(result)
@@ -874,6 +908,8 @@ impl ClockAuthority for RedisStore {
         }
         match background() {
             Ok(runtime) => {
+                // Both start now, so that the first request finds them open.
+                self.shared.conn.warm_up();
                 runtime.spawn(subscriber::run(
                     self.shared.clone(),
                     keys,
@@ -890,22 +926,37 @@ impl ClockAuthority for RedisStore {
 /// so it is not a failure for the circuit breaker.
 const UNREPLICATED: &str = "not replicated";
 
-/// Where a failover could lose an acknowledged write (Sentinel), waits until at least one
-/// replica has it (`WAIT 1`, for half the call's time limit): an invalidation must outlive a
-/// failover. Elsewhere a no-op.
-async fn replicated(shared: &Shared) -> Result<(), CacheError> {
+/// Runs `invocation`; where a failover could lose an acknowledged write (Sentinel), then waits
+/// until at least one replica has it (`WAIT 1`, for half the call's time limit): an
+/// invalidation must outlive a failover. `WAIT` counts the writes of the connection it is sent
+/// on, so both go on one connection (a thread may switch from the store's warm connection to
+/// its own between two calls).
+async fn run_replicated(
+    shared: &Shared,
+    invocation: &redis::ScriptInvocation<'_>,
+) -> Result<Value, CacheError> {
     if !shared.conn.topology().fails_over() {
-        return Ok(());
+        return shared.conn.run(invocation).await;
     }
     let wait_ms = u64::try_from(shared.options.timeout.as_millis() / 2)
         .unwrap_or(u64::MAX)
         .max(1);
     let mut wait = redis::cmd("WAIT");
     wait.arg(1).arg(wait_ms);
-    match shared.conn.query::<i64>(&wait).await? {
-        n if n >= 1 => Ok(()),
-        _ => Err(CacheError::Backend(format!(
+    let wait = &wait;
+    let (reply, replicas) = shared
+        .conn
+        .with(|mut conn| async move {
+            let reply = invocation.invoke_async::<Value>(&mut conn).await?;
+            let replicas = wait.query_async::<i64>(&mut conn).await?;
+            Ok((reply, replicas))
+        })
+        .await?;
+    if replicas >= 1 {
+        Ok(reply)
+    } else {
+        Err(CacheError::Backend(format!(
             "{UNREPLICATED}: no replica confirmed the invalidation within the time limit"
-        ))),
+        )))
     }
 }

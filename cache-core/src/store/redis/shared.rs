@@ -1,16 +1,17 @@
 //! What every call of one `RedisStore` shares, the store itself and its subscriber alike: the
 //! connections, the options, the scripts, the cache it is attached to, what the subscription
-//! last learnt of Redis (when it synced, whether Redis may evict the clocks) and the counters.
+//! last learnt of Redis (when it synced, whether Redis may evict the clocks, whether its first
+//! attempt has settled) and the counters.
 //!
 //! What must stay true: this file is the only state the store and the subscriber share, so
 //! neither imports the other; a tick this process takes is never below one it has seen
 //! ([`Shared::floor`]), and while Redis may evict the counter not below the wall clock either.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use super::breaker::Breaker;
 use super::conn::{Connector, Tls};
@@ -29,7 +30,7 @@ const FULL_WARNING_EVERY_MS: u64 = 10_000;
 
 /// What every call of one store shares.
 pub(crate) struct Shared {
-    pub(crate) conn: Connector,
+    pub(crate) conn: Arc<Connector>,
     pub(crate) options: Options,
     /// The tick at which the subscription last (re)started: the mirror of the clocks may lack
     /// invalidations of records born before it, which are therefore checked in Redis.
@@ -48,6 +49,9 @@ pub(crate) struct Shared {
     pub(crate) unverified: AtomicU64,
     /// When the last "Redis is full" warning was logged (Unix ms).
     full_warned_ms: AtomicU64,
+    /// Becomes true once the first subscription attempt has settled: subscribed (the mirror is
+    /// current and the eviction policy known) or failed. Never false again.
+    first_attempt: watch::Sender<bool>,
 }
 
 /// Whether Redis may evict the tag clocks, as far as this process knows.
@@ -102,7 +106,7 @@ impl Shared {
     /// Nothing attached, nothing synced, the eviction policy not read yet.
     pub(crate) fn new(conn: Connector, options: Options, breaker: Breaker) -> Shared {
         Shared {
-            conn,
+            conn: Arc::new(conn),
             options,
             synced_at: AtomicU64::new(u64::MAX),
             keys: OnceLock::new(),
@@ -115,7 +119,28 @@ impl Shared {
             eviction: AtomicU8::new(Eviction::Unchecked as u8),
             unverified: AtomicU64::new(0),
             full_warned_ms: AtomicU64::new(0),
+            first_attempt: watch::Sender::new(false),
         }
+    }
+
+    /// The first subscription attempt has settled, either way.
+    pub(crate) fn settle(&self) {
+        if !*self.first_attempt.borrow() {
+            self.first_attempt.send_replace(true);
+        }
+    }
+
+    /// Whether the first subscription attempt has settled.
+    pub(crate) fn settled(&self) -> bool {
+        *self.first_attempt.borrow()
+    }
+
+    /// Waits until the first subscription attempt has settled (at once if it has). Bound it
+    /// with a time limit: an attempt on a Redis that hangs takes seconds to fail.
+    pub(crate) async fn first_attempt_settled(&self) {
+        let mut settled = self.first_attempt.subscribe();
+        // Err only if the sender is gone, and it lives as long as `self`.
+        let _ = settled.wait_for(|settled| *settled).await;
     }
 
     pub(crate) fn observed(&self, seq: u64) {

@@ -4,9 +4,18 @@
 //! counter (so that every fill this process began before is older than the tick), declare the L1
 //! usable, apply every message, and read the policy again every few seconds; when the connection
 //! ends, declare the L1 lost (it is emptied and unused) and try again after a growing pause
-//! (100 ms, doubling, at most 1 s).
+//! (100 ms, doubling, at most 1 s; each give or take half at random, so that stores that lost
+//! Redis together do not all try again at the same instant).
 //!
-//! What must stay true: the L1 is used only while subscribed; every message is applied before
+//! Cold start: it is started when the store is attached to its cache (with the store's warm
+//! connection, which its calls use), and the first attempt's end, subscribed or failed, is
+//! what a store's first reads wait for ([`Shared::settle`], up to the call limit): before it
+//! the eviction policy is unknown and the mirror vouches for nothing. It runs on the shared
+//! background runtime and never blocks it: every wait is an await under a time limit, and a
+//! TLS store's connection attempts run on the runtime's blocking threads (`conn.rs`).
+//!
+//! What must stay true: the first attempt settles the store's first reads, whatever its end;
+//! the L1 is used only while subscribed; every message is applied before
 //! the next one, and a message we cannot read drops the L1 rather than being ignored; a policy
 //! that may evict a clock, or one Redis will not tell, puts the store in its fail-safe reading
 //! mode (and logs why), and leaving that mode purges what was stored while in it.
@@ -35,6 +44,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Runs until the store is dropped (`alive` dies).
 pub(crate) async fn run(shared: Arc<Shared>, keys: Keys, alive: Weak<()>) {
     let Some(link) = shared.link.get().cloned() else {
+        shared.settle();
         return;
     };
     link.lost();
@@ -46,10 +56,24 @@ pub(crate) async fn run(shared: Arc<Shared>, keys: Keys, alive: Weak<()>) {
                 tracing::debug!(error = %err, "invalidation subscription unavailable");
             }
         }
+        // A first attempt that failed: reads stop waiting for it.
+        shared.settle();
         link.lost();
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(jittered(pause)).await;
         pause = (pause * 2).min(LONGEST_PAUSE);
     }
+}
+
+/// `pause` give or take half of it, at random: the stores of a process (and the processes of a
+/// fleet) that lost Redis together then do not all try again at the same instant.
+fn jittered(pause: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // Each `RandomState` has keys of its own: a random number without a dependency.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let spread = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX).max(1);
+    pause / 2 + Duration::from_micros(random % spread)
 }
 
 /// One subscription, from connecting to losing it (or the store being dropped). `Ok` if it was
@@ -72,6 +96,8 @@ async fn session(
     // Subscribed: every invalidation from now on reaches us. Tick so that fills begun earlier
     // (which may have missed one) are older than what the L1 accepts.
     resync(shared, keys, link).await?;
+    // Reads waiting for the first attempt may go: the mirror is current, the policy known.
+    shared.settle();
     tracing::debug!(channel = %keys.channel, "invalidation subscription established");
     let (mut sink, mut stream) = pubsub.split();
     while alive.strong_count() > 0 {
