@@ -29,6 +29,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 cargo build --release -q -p cache-actix-examples --bin products
 DIR=$(mktemp -d /tmp/cache-actix-l2.XXXXXX)
+# A copy: another build sharing CARGO_TARGET_DIR cannot swap the binary under the run.
+cp "${CARGO_TARGET_DIR:-target}/release/products" "$DIR/products"
 source examples/benches/cluster_lib.sh
 PIDS=()
 cleanup() {
@@ -51,7 +53,7 @@ fi
 
 APP_PORT=$(free_port)
 env "${REDIS_ENV[@]}" CACHE_L1=off CACHE_STRICT_READS="$STRICT" LISTEN_ADDR="127.0.0.1:$APP_PORT" \
-    WORKERS="$WORKERS" DB_LATENCY_MS=0 RUST_LOG=warn "${CARGO_TARGET_DIR:-target}/release/products" &
+    WORKERS="$WORKERS" DB_LATENCY_MS=0 RUST_LOG=warn "$DIR/products" &
 APP_PID=$!
 PIDS+=("$APP_PID")
 URL="http://127.0.0.1:$APP_PORT/api/products/1"
