@@ -88,10 +88,24 @@ if [ "$PERF" = 1 ]; then
     PERF_PID=$!
 fi
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+if [ "$CLUSTER" = 1 ]; then NODES=$(cluster_masters); else NODES=$REDIS_PORT; fi
+for port in $NODES; do redis-cli -p "$port" config resetstat >/dev/null; done
+# Calls of one command over every node since the reset.
+calls() {
+    local port total=0 n
+    for port in $NODES; do
+        n=$(redis-cli -p "$port" info commandstats | tr -d '\r' | awk -F'[=,:]' -v c="cmdstat_$1" '$1==c{print $3}')
+        total=$((total + ${n:-0}))
+    done
+    echo "$total"
+}
 TICKS_BEFORE=$(cpu_ticks "$APP_PID")
 WRK=$(timeout $((DURATION + 30)) wrk -t1 -c"$CONNS" -d"${DURATION}s" "$URL")
 TICKS_AFTER=$(cpu_ticks "$APP_PID")
 APP_RPS=$(awk '/Requests\/sec/{print $2}' <<<"$WRK")
+# What each hit cost Redis: one HGET, and no script (EVALSHA) unless reads are strict.
+HGETS=$(calls hget)
+SCRIPTS=$(($(calls evalsha) + $(calls eval)))
 REQUESTS=$(awk '/requests in/{print $1}' <<<"$WRK")
 APP_CPU_US=$(awk -v t=$((TICKS_AFTER - TICKS_BEFORE)) -v hz="$(getconf CLK_TCK)" -v n="$REQUESTS" \
     'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
@@ -106,6 +120,7 @@ echo "body bytes:              $BODY"
 echo "stored value bytes:      $VALUE (HSTRLEN $KEY v; redis-benchmark -d $VALUE)"
 echo "connections:             $CONNS (wrk -t1; app workers: $WORKERS; strict reads: $STRICT)"
 echo "app L2-hit requests/s:   $APP_RPS ($APP_CPU_US us of app CPU per request)"
+echo "redis calls during wrk:  $HGETS HGET, $SCRIPTS scripts for $REQUESTS requests"
 echo "redis-benchmark GET/s:   $REDIS_RPS"
 echo "redis-benchmark HGET/s:  $HGET_RPS (HGET of the record itself, on its node; not the target's yardstick)"
 python3 -c "print(f'ratio app / redis GET:   {float($APP_RPS)/float($REDIS_RPS):.2f}   (target: at least 0.6)')"

@@ -119,6 +119,19 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// The key secret every node of this process shares: new for each run, so that each run of
+/// `spread` hashes its URLs anew (without a secret the hashes follow from the namespace, and
+/// every run would put the same keys on the same masters).
+fn key_secret() -> &'static str {
+    static SECRET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SECRET.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("cluster-bench-{}-{nanos}", std::process::id())
+    })
+}
+
 /// A node of the bench: a cache on the cluster, in namespace `bench`, with the store's default
 /// time limit per call (50 ms) unless `timeout` says otherwise.
 fn node(urls: &[String], l1: bool) -> Result<Cache, String> {
@@ -131,7 +144,10 @@ fn node_with(urls: &[String], l1: bool, timeout: Option<Duration>) -> Result<Cac
         Some(t) => store.timeout(t),
         None => store,
     };
-    let builder = Cache::builder().l2(store).namespace("bench");
+    let builder = Cache::builder()
+        .l2(store)
+        .namespace("bench")
+        .key_secret(key_secret());
     Ok(if l1 {
         builder.l1(MemoryStore::new()).build()
     } else {
