@@ -231,3 +231,108 @@ async fn a_cluster_over_tls_shares_fills_and_invalidations() {
         (StatusCode::OK, "MISS".into(), "1:v1".into())
     );
 }
+
+/// The pid of the `redis-server` on `port` (from its `INFO server`).
+fn pid_of(cluster: &RedisCluster, port: u16) -> String {
+    let info = cluster
+        .command(port, &["INFO", "server"])
+        .unwrap_or_else(|| panic!("port {port} did not answer INFO"));
+    cache_actix_tests::resp::info_field(&info, "process_id")
+        .unwrap_or_else(|| panic!("no process_id from port {port}"))
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to a process.
+fn signal(pid: &str, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("kill -{signal} {pid}: {e}"));
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+#[actix_web::test]
+async fn an_invalidation_is_ok_only_once_a_replica_has_it_and_outlives_its_masters_failover() {
+    let mut cluster = RedisCluster::start();
+    let db = Arc::new(Db::default());
+    let (cache_a, cache_b) = (node(&cluster, true), node(&cluster, false));
+    wait_in_sync(&cache_a).await;
+    wait_in_sync(&cache_b).await;
+    let a = app(cache_a.clone(), db.clone()).await;
+    let b = app(cache_b.clone(), db.clone()).await;
+    eventually(Duration::from_secs(5), "B shares A's fill", || async {
+        get(&a, "/p/1").await;
+        let again = get(&b, "/p/1").await;
+        (again.x_cache() == "HIT" && again.text() == "1:v0")
+            .then_some(())
+            .ok_or_else(|| format!("{:?}", again.summary()))
+    })
+    .await;
+    let counters: Vec<String> = cluster
+        .masters()
+        .into_iter()
+        .flat_map(|port| cluster.keys_on(port, "ca:{*}:seq"))
+        .collect();
+    let [counter] = counters.as_slice() else {
+        panic!("one tick counter expected: {counters:?}");
+    };
+    let clock_master = cluster.owner(cluster.keyslot(counter));
+    let replica = cluster
+        .replica_of(clock_master)
+        .unwrap_or_else(|| panic!("no replica of {clock_master}"));
+
+    // The clock master's replica frozen: the master takes the invalidation, but no replica can
+    // confirm it, so a failover could lose it. The caller hears `Err`, not `Ok`, and neither
+    // node serves the old version (A dropped its L1; B reads Redis, where the clock moved).
+    let replica_pid = pid_of(&cluster, replica);
+    signal(&replica_pid, "STOP");
+    db.version.store(1, Ordering::SeqCst);
+    let unconfirmed = cache_a.invalidate_tag("products").await;
+    signal(&replica_pid, "CONT");
+    assert!(
+        unconfirmed.is_err(),
+        "an invalidation no replica confirmed returned Ok"
+    );
+    assert_eq!(get(&a, "/p/1").await.text(), "1:v1");
+    assert_eq!(get(&b, "/p/1").await.text(), "1:v1");
+
+    // The replica back: the next invalidation is confirmed, then the master is killed at once.
+    db.version.store(2, Ordering::SeqCst);
+    eventually(
+        Duration::from_secs(5),
+        "a confirmed invalidation",
+        || async {
+            cache_a
+                .invalidate_tag("products")
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
+    cluster.kill(clock_master);
+    let promoted = cluster.wait_failover(clock_master, Duration::from_secs(10));
+    assert_eq!(promoted, replica, "the replica took over");
+    // On the promoted replica the invalidation holds: no node ever serves v0 or v1 again, and
+    // shared hits come back (the control).
+    for (name, node) in [("A", &a), ("B", &b)] {
+        eventually(
+            Duration::from_secs(10),
+            "hits after the failover",
+            || async {
+                let first = get(node, "/p/1").await;
+                let second = get(node, "/p/1").await;
+                for reply in [&first, &second] {
+                    assert!(
+                        !reply.status.is_server_error(),
+                        "{name}: {:?}",
+                        reply.summary()
+                    );
+                    assert_eq!(reply.text(), "1:v2", "{name} served an invalidated body");
+                }
+                (second.x_cache() == "HIT")
+                    .then_some(())
+                    .ok_or_else(|| format!("{:?}", second.summary()))
+            },
+        )
+        .await;
+    }
+}

@@ -139,7 +139,7 @@ impl Topology {
     /// Whether a write acknowledged by the primary may yet be lost to a failover (Redis
     /// replicates asynchronously): then what must survive one is confirmed with `WAIT`.
     pub(crate) fn fails_over(&self) -> bool {
-        matches!(self, Topology::Sentinel { .. })
+        matches!(self, Topology::Sentinel { .. } | Topology::Cluster(_))
     }
 }
 
@@ -149,6 +149,27 @@ impl Topology {
 pub(crate) enum Conn {
     Node(MultiplexedConnection),
     Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// Runs `cmd` on the node that serves `key`'s slot (on one node, that node). A command with
+    /// no key, such as `WAIT` or `ROLE`, is about the connection or the node it is sent on, so
+    /// on a cluster it must be sent to the master a keyed write went to, over the same
+    /// connection (redis-rs keeps one per node).
+    pub(crate) async fn on_master_of(&mut self, key: &str, cmd: Cmd) -> Result<Value, RedisError> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        match self {
+            Conn::Node(conn) => cmd.query_async(conn).await,
+            Conn::Cluster(conn) => {
+                let route = Route::with_key(key.as_bytes(), SlotAddr::Master);
+                conn.route_command(
+                    cmd,
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                )
+                .await
+            }
+        }
+    }
 }
 
 impl ConnectionLike for Conn {

@@ -142,6 +142,13 @@ impl RedisStore {
     /// entries. A store writes its record, then asks the clocks, and deletes the record if they
     /// refuse it; reads check the same way. The invalidation contract is the one-node contract.
     ///
+    /// # Guarantees
+    /// An invalidation (or a purge) returns `Ok` only once a replica of the clocks' master has
+    /// confirmed it (`WAIT 1` on that master, within half the call's time limit), so a failover
+    /// to that replica keeps it; with the replica unreachable it returns `Err` (after dropping
+    /// this node's L1). A master with no replica (none known to it, or only failed ones) has none
+    /// a failover could promote, and its `Ok` stands without waiting.
+    ///
     /// ```
     /// use cache_core::{Cache, RedisStore};
     /// let store = RedisStore::cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])?;
@@ -860,7 +867,7 @@ impl ClockAuthority for RedisStore {
                     .arg(pieces)
                     .arg(floor)
                     .arg(now_ms());
-                run_replicated(&shared, &invocation).await
+                run_replicated(&shared, &invocation, &keys.seq).await
             })
             .await;
         let (tick, prune) = match result {
@@ -894,7 +901,7 @@ impl ClockAuthority for RedisStore {
                     .key(&keys.purged)
                     .arg(&keys.channel)
                     .arg(floor);
-                run_replicated(&shared, &invocation).await
+                run_replicated(&shared, &invocation, &keys.seq).await
             })
             .await;
         self.tick_reply(result)
@@ -926,37 +933,107 @@ impl ClockAuthority for RedisStore {
 /// so it is not a failure for the circuit breaker.
 const UNREPLICATED: &str = "not replicated";
 
-/// Runs `invocation`; where a failover could lose an acknowledged write (Sentinel), then waits
-/// until at least one replica has it (`WAIT 1`, for half the call's time limit): an
-/// invalidation must outlive a failover. `WAIT` counts the writes of the connection it is sent
-/// on, so both go on one connection (a thread may switch from the store's warm connection to
-/// its own between two calls).
+/// Runs `invocation` (a script on the clock slot, whose counter key is `seq`); where a failover
+/// could lose an acknowledged write (Sentinel, Cluster), then waits until at least one replica
+/// has it (`WAIT 1`, for half the call's time limit): an invalidation must outlive a failover.
+/// `WAIT` counts the writes of the connection it is sent on, so both go on one connection (a
+/// thread may switch from the store's warm connection to its own between two calls) and, on a
+/// cluster, to the master of the clock slot. A cluster master with no replica (none in its
+/// `CLUSTER NODES`, or only failed ones) has no one a failover could promote, so its `Ok`
+/// stands without `WAIT`; a replica it knows but cannot reach right now still counts, so that
+/// its promotion could not undo an `Ok`.
 async fn run_replicated(
     shared: &Shared,
     invocation: &redis::ScriptInvocation<'_>,
+    seq: &str,
 ) -> Result<Value, CacheError> {
-    if !shared.conn.topology().fails_over() {
+    let topology = shared.conn.topology();
+    if !topology.fails_over() {
         return shared.conn.run(invocation).await;
     }
+    let cluster = matches!(topology, conn::Topology::Cluster(_));
     let wait_ms = u64::try_from(shared.options.timeout.as_millis() / 2)
         .unwrap_or(u64::MAX)
         .max(1);
-    let mut wait = redis::cmd("WAIT");
-    wait.arg(1).arg(wait_ms);
-    let wait = &wait;
     let (reply, replicas) = shared
         .conn
         .with(|mut conn| async move {
             let reply = invocation.invoke_async::<Value>(&mut conn).await?;
-            let replicas = wait.query_async::<i64>(&mut conn).await?;
-            Ok((reply, replicas))
+            let mut nodes = redis::cmd("CLUSTER");
+            nodes.arg("NODES");
+            if cluster && !has_replicas(&conn.on_master_of(seq, nodes).await?) {
+                return Ok((reply, None));
+            }
+            let mut wait = redis::cmd("WAIT");
+            wait.arg(1).arg(wait_ms);
+            let replicas = conn.on_master_of(seq, wait).await?;
+            Ok((reply, Some(replicas)))
         })
         .await?;
-    if replicas >= 1 {
-        Ok(reply)
-    } else {
-        Err(CacheError::Backend(format!(
+    match replicas {
+        None | Some(Value::Int(1..)) => Ok(reply),
+        Some(_) => Err(CacheError::Backend(format!(
             "{UNREPLICATED}: no replica confirmed the invalidation within the time limit"
-        )))
+        ))),
+    }
+}
+
+/// Whether a master's `CLUSTER NODES` reply names a replica of it that has not failed. A
+/// reply this cannot read counts as "yes": the invalidation then waits for a confirmation.
+fn has_replicas(reply: &Value) -> bool {
+    let text = match reply {
+        Value::BulkString(bytes) => String::from_utf8_lossy(bytes),
+        Value::VerbatimString { text, .. } => text.as_str().into(),
+        _ => return true,
+    };
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    let flags = |fields: &[&str], flag: &str| {
+        fields
+            .get(2)
+            .is_some_and(|f| f.split(',').any(|one| one == flag))
+    };
+    let Some(me) = lines
+        .iter()
+        .find(|fields| flags(fields, "myself"))
+        .and_then(|fields| fields.first())
+    else {
+        return true;
+    };
+    lines
+        .iter()
+        .any(|fields| fields.get(3) == Some(me) && !flags(fields, "fail"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn an_invalidation_waits_for_a_replica_whenever_the_clock_master_has_one_that_could_be_promoted(
+    ) {
+        let master = "aaa 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n";
+        let other = "bbb 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-16383\n";
+        // No replica at all: nothing a failover could promote.
+        assert!(!has_replicas(&nodes(&format!("{master}{other}"))));
+        // A replica of another master does not count.
+        let theirs = "ccc 127.0.0.1:7002@17002 slave bbb 0 0 2 connected\n";
+        assert!(!has_replicas(&nodes(&format!("{master}{other}{theirs}"))));
+        // Its own replica counts, reachable or not; a failed one cannot be promoted.
+        let mine = "ddd 127.0.0.1:7003@17003 slave aaa 0 0 1 connected\n";
+        assert!(has_replicas(&nodes(&format!("{master}{mine}"))));
+        let unreachable = "ddd 127.0.0.1:7003@17003 slave,fail? aaa 0 0 1 disconnected\n";
+        assert!(has_replicas(&nodes(&format!("{master}{unreachable}"))));
+        let failed = "ddd 127.0.0.1:7003@17003 slave,fail aaa 0 0 1 disconnected\n";
+        assert!(!has_replicas(&nodes(&format!("{master}{failed}"))));
+        // What cannot be read asks for the confirmation.
+        assert!(has_replicas(&Value::Nil));
+        assert!(has_replicas(&nodes("garbage")));
     }
 }
