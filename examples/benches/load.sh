@@ -72,7 +72,7 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >/d
 PIDS+=($!)
 APP_PORT=$(free_port)
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT" LISTEN_ADDR="127.0.0.1:$APP_PORT" WORKERS=1 \
-    target/release/bench_server &
+    "${CARGO_TARGET_DIR:-target}/release/bench_server" &
 APP_PID=$!
 PIDS+=("$APP_PID")
 NGINX_PORT=$(free_port)
