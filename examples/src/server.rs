@@ -4,7 +4,8 @@
 //! Environment: `LISTEN_ADDR` (default `127.0.0.1:8080`), `CACHE_ADMIN_TOKEN` (enables `/admin`),
 //! `DB_LATENCY_MS` (default 200), `REDIS_URL` (tiered: L1 memory + L2 Redis), or
 //! `REDIS_CLUSTER_URLS` (comma-separated seed nodes of a Redis Cluster), or
-//! `REDIS_SENTINEL_URLS` (comma-separated sentinels) with `REDIS_SENTINEL_MASTER`, `CACHE_L1=off`
+//! `REDIS_SENTINEL_URLS` (comma-separated sentinels) with `REDIS_SENTINEL_MASTER` (and
+//! `REDIS_PRIMARY_PASSWORD`, `REDIS_PRIMARY_USER` when the primary asks for them), `CACHE_L1=off`
 //! (with an L2: L2 only, for measuring Redis hits), `CACHE_STRICT_READS=1` (check every
 //! Redis read against the clocks in Redis), `CACHE_NAMESPACE`, `WORKERS`,
 //! `RUST_LOG` (e.g. `cache_core=debug`).
@@ -56,7 +57,14 @@ fn build_cache() -> std::io::Result<Cache> {
         Some(RedisStore::cluster(list(urls))?)
     } else if let Some(urls) = set("REDIS_SENTINEL_URLS") {
         let master = set("REDIS_SENTINEL_MASTER").unwrap_or_else(|| "mymaster".to_string());
-        Some(RedisStore::sentinel(list(urls), &master)?)
+        let store = RedisStore::sentinel(list(urls), &master)?;
+        match set("REDIS_PRIMARY_PASSWORD") {
+            Some(password) => {
+                let user = set("REDIS_PRIMARY_USER");
+                Some(store.primary_auth(user.as_deref(), &password)?)
+            }
+            None => Some(store),
+        }
     } else if let Some(url) = set("REDIS_URL") {
         Some(RedisStore::from_url(&url)?)
     } else {

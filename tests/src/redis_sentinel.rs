@@ -47,7 +47,15 @@ impl RedisSentinel {
     /// Starts everything, the sentinels monitoring the primary as `master_name`, and waits (at
     /// most 30 s) until they agree on the whole setup.
     pub fn start(master_name: &str) -> RedisSentinel {
-        RedisSentinel::start_inner(master_name, None)
+        RedisSentinel::start_inner(master_name, None, &[])
+    }
+
+    /// As [`RedisSentinel::start`], each data node also started with `data_args` (say, ACL
+    /// `--user` rules). The sentinels and this helper still connect as the `default` user, so
+    /// the rules must leave it `PING`, `INFO`, `ROLE`, replication, the sentinels' commands and
+    /// their hello channel (`&__sentinel__:hello`).
+    pub fn start_with(master_name: &str, data_args: &[&str]) -> RedisSentinel {
+        RedisSentinel::start_inner(master_name, None, data_args)
     }
 
     /// As [`RedisSentinel::start`], speaking only TLS with a new [`Pki`]: each data node and
@@ -65,10 +73,11 @@ impl RedisSentinel {
                 require_client_cert,
                 client,
             }),
+            &[],
         )
     }
 
-    fn start_inner(master_name: &str, tls: Option<Tls>) -> RedisSentinel {
+    fn start_inner(master_name: &str, tls: Option<Tls>, data_args: &[&str]) -> RedisSentinel {
         assert!(
             !master_name.is_empty() && !master_name.contains(char::is_whitespace),
             "a sentinel master name is one word"
@@ -110,6 +119,7 @@ impl RedisSentinel {
                 .iter()
                 .map(|a| a.to_string()),
             );
+            args.extend(data_args.iter().map(|a| a.to_string()));
             if let Some(of) = replica_of {
                 args.extend(["--replicaof".into(), "127.0.0.1".into(), of.to_string()]);
             }

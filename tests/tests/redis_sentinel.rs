@@ -324,3 +324,79 @@ async fn failover_under_load(sentinel: &mut RedisSentinel, cache_a: Cache, cache
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[actix_web::test]
+async fn a_primary_that_requires_a_password_is_reached_with_primary_auth_and_never_without() {
+    // On the data nodes, the `default` user keeps what the sentinels, replication and this
+    // helper need, but no key and no channel of ours; the cache's user has them all.
+    let sentinel = RedisSentinel::start_with(
+        "cache",
+        &[
+            "--user",
+            "default",
+            "on",
+            "nopass",
+            "resetkeys",
+            "resetchannels",
+            "&__sentinel__:hello",
+            "+@all",
+            "--user",
+            "cache",
+            "on",
+            ">primary-secret",
+            "~*",
+            "&*",
+            "+@all",
+        ],
+    );
+    let authed = |store: RedisStore| store.primary_auth(Some("cache"), "primary-secret");
+    let (cache_a, cache_b) = (node(&sentinel, authed), node(&sentinel, authed));
+    wait_in_sync(&cache_a).await;
+    wait_in_sync(&cache_b).await;
+    let db = Arc::new(Db::default());
+    let a = app(cache_a.clone(), db.clone()).await;
+    let b = app(cache_b.clone(), db.clone()).await;
+    assert_eq!(get(&a, "/p/1").await.summary().2, "1:v0");
+    let shared = get(&b, "/p/1").await;
+    assert_eq!(
+        shared.summary(),
+        (StatusCode::OK, "HIT".into(), "1:v0".into()),
+        "B shares A's fill through the primary"
+    );
+    db.version.store(1, Ordering::SeqCst);
+    cache_a
+        .invalidate_tag("products")
+        .await
+        .unwrap_or_else(|e| panic!("an invalidation with the primary's credentials: {e}"));
+    assert_eq!(get(&a, "/p/1").await.text(), "1:v1");
+
+    // Without the credentials, or with wrong ones: Redis refuses every call, so every request
+    // runs the handler and answers; nothing is shared and no invalidation is acknowledged.
+    let unauthed = node(&sentinel, Ok);
+    let wrong = node(&sentinel, |store| {
+        store.primary_auth(Some("cache"), "wrong")
+    });
+    for (name, cache) in [("no credentials", &unauthed), ("wrong password", &wrong)] {
+        let service = app(cache.clone(), db.clone()).await;
+        let calls = db.calls.load(Ordering::SeqCst);
+        for _ in 0..3 {
+            let reply = get(&service, "/p/1").await;
+            assert_eq!(
+                reply.summary(),
+                (StatusCode::OK, "MISS".into(), "1:v1".into()),
+                "{name}"
+            );
+        }
+        assert_eq!(db.calls.load(Ordering::SeqCst), calls + 3, "{name}");
+        assert!(cache.invalidate_tag("products").await.is_err(), "{name}");
+        assert!(
+            !cache.in_sync(),
+            "{name}: subscribed without the credentials"
+        );
+    }
+    // The control: the nodes with the credentials still share entries.
+    let again = get(&b, "/p/1").await;
+    assert_eq!(again.text(), "1:v1");
+    let hit = get(&b, "/p/1").await;
+    assert_eq!(hit.summary(), (StatusCode::OK, "HIT".into(), "1:v1".into()));
+}

@@ -104,11 +104,27 @@ pub(crate) enum Topology {
     Node(String),
     /// A Redis Cluster, reached through any of these seed nodes.
     Cluster(Vec<String>),
-    /// A primary with replicas under Sentinel: these sentinels name the primary of `master`.
+    /// A primary with replicas under Sentinel: these sentinels name the primary of `master`,
+    /// reached with `primary`'s credentials (none: no `AUTH`).
     Sentinel {
         sentinels: Vec<String>,
         master: String,
+        primary: Option<Credentials>,
     },
+}
+
+/// A username (none: Redis's `default` user) and password, for the primary a Sentinel store
+/// reaches. Its `Debug` shows neither.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Credentials {
+    pub(crate) username: Option<String>,
+    pub(crate) password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Credentials(***)")
+    }
 }
 
 impl Topology {
@@ -120,7 +136,9 @@ impl Topology {
                 let urls: Vec<String> = urls.iter().map(|u| redacted(u)).collect();
                 format!("cluster [{}]", urls.join(", "))
             }
-            Topology::Sentinel { sentinels, master } => {
+            Topology::Sentinel {
+                sentinels, master, ..
+            } => {
                 let urls: Vec<String> = sentinels.iter().map(|u| redacted(u)).collect();
                 format!("sentinel {master} [{}]", urls.join(", "))
             }
@@ -395,6 +413,7 @@ fn clients(
 fn sentinel_client(
     sentinels: &[String],
     master: &str,
+    primary: Option<&Credentials>,
     tls: &Tls,
 ) -> Result<SentinelClient, CacheError> {
     use redis::TlsMode;
@@ -459,6 +478,12 @@ fn sentinel_client(
     }
     if let Some(password) = settings.password() {
         builder = builder.set_client_to_sentinel_password(password);
+    }
+    if let Some(primary) = primary {
+        if let Some(username) = &primary.username {
+            builder = builder.set_client_to_redis_username(username);
+        }
+        builder = builder.set_client_to_redis_password(&primary.password);
     }
     if over_tls {
         ensure_crypto_provider();
@@ -553,9 +578,16 @@ impl Connector {
                     .map_err(|e| CacheError::Config(format!("Redis Cluster: {e}")))?;
                 Reach::Cluster(Box::new(client), certificates)
             }
-            Topology::Sentinel { sentinels, master } => Reach::Sentinel(Arc::new(
-                tokio::sync::Mutex::new(sentinel_client(sentinels, master, tls)?),
-            )),
+            Topology::Sentinel {
+                sentinels,
+                master,
+                primary,
+            } => Reach::Sentinel(Arc::new(tokio::sync::Mutex::new(sentinel_client(
+                sentinels,
+                master,
+                primary.as_ref(),
+                tls,
+            )?))),
         };
         let tls = topology
             .urls()

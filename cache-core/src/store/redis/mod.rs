@@ -244,8 +244,57 @@ impl RedisStore {
             Topology::Sentinel {
                 sentinels,
                 master: master_name.to_string(),
+                primary: None,
             },
             Options::default(),
+        )
+    }
+
+    /// The credentials of the primary (and of the replica a failover promotes) that a
+    /// [`RedisStore::sentinel`] store reaches: `AUTH [username] password` on each of its
+    /// connections, the subscription's included. A password in the sentinel URLs is the
+    /// sentinels' own and never sent to the primary, since the two are configured apart
+    /// (`requirepass` or ACL users on the data nodes, `requirepass` on the sentinels). With no
+    /// `username`, Redis's `default` user. The password is never logged.
+    ///
+    /// `Err(CacheError::Config)` for a store that is not a Sentinel store (put the credentials
+    /// in the URL there).
+    ///
+    /// ```
+    /// use cache_core::{CacheError, RedisStore};
+    ///
+    /// let store = RedisStore::sentinel(["redis://:sentinel-secret@10.0.0.1:26379"], "cache")?
+    ///     .primary_auth(Some("cache"), "primary-secret")?;
+    ///
+    /// let one_node = RedisStore::from_url("redis://:secret@10.0.0.1:6379")?;
+    /// assert!(matches!(one_node.primary_auth(None, "x"), Err(CacheError::Config(_))));
+    /// # Ok::<(), cache_core::CacheError>(())
+    /// ```
+    pub fn primary_auth(
+        self,
+        username: Option<&str>,
+        password: &str,
+    ) -> Result<RedisStore, CacheError> {
+        let Topology::Sentinel {
+            sentinels, master, ..
+        } = self.shared.conn.topology().clone()
+        else {
+            return Err(CacheError::Config(
+                "primary_auth is for a Sentinel store; give a node's or a cluster's password in its URL"
+                    .into(),
+            ));
+        };
+        let primary = Some(conn::Credentials {
+            username: username.map(str::to_string),
+            password: password.to_string(),
+        });
+        RedisStore::build(
+            Topology::Sentinel {
+                sentinels,
+                master,
+                primary,
+            },
+            self.shared.options.clone(),
         )
     }
 
