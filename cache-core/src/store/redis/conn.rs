@@ -170,19 +170,25 @@ pub(crate) enum Conn {
 }
 
 impl Conn {
-    /// Runs `cmd` on the node that serves `key`'s slot (on one node, that node). A command with
-    /// no key, such as `WAIT` or `ROLE`, is about the connection or the node it is sent on, so
-    /// on a cluster it must be sent to the master a keyed write went to, over the same
-    /// connection (redis-rs keeps one per node).
-    pub(crate) async fn on_master_of(&mut self, key: &str, cmd: Cmd) -> Result<Value, RedisError> {
-        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+    /// Sends `pipeline` (of `count` commands) to the node that serves `key`'s slot as one unit:
+    /// redis-rs redirects and retries a routed pipeline whole, so every command of it runs on
+    /// the node, and over the connection, that ran its keyed commands.
+    pub(crate) async fn pipeline_on_master_of(
+        &mut self,
+        key: &str,
+        pipeline: Pipeline,
+        count: usize,
+    ) -> Result<Vec<Value>, RedisError> {
+        use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
         match self {
-            Conn::Node(conn) => cmd.query_async(conn).await,
+            Conn::Node(conn) => pipeline.query_async(conn).await,
             Conn::Cluster(conn) => {
                 let route = Route::with_key(key.as_bytes(), SlotAddr::Master);
-                conn.route_command(
-                    cmd,
-                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                conn.route_pipeline(
+                    pipeline,
+                    0,
+                    count,
+                    SingleNodeRoutingInfo::SpecificNode(route),
                 )
                 .await
             }

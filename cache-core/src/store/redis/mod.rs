@@ -58,7 +58,7 @@ use self::breaker::Breaker;
 use self::conn::{Connector, Topology};
 use self::keys::Keys;
 use self::runtime::background;
-use self::scripts::{int, tag_pieces};
+use self::scripts::{int, tag_pieces, ScriptCall};
 use self::shared::{Options, Shared};
 use super::{ClockAuthority, ClockLink, Record, Store};
 use crate::time::now_ms;
@@ -902,21 +902,16 @@ impl ClockAuthority for RedisStore {
         let floor = self.shared.floor();
         let result = self
             .call(move |shared| async move {
-                let mut invocation = shared.scripts.invalidate.prepare_invoke();
-                invocation
-                    .key(&keys.seq)
+                let mut call = ScriptCall::new(&shared.scripts.invalidate);
+                call.key(&keys.seq)
                     .key(&keys.life)
                     .key(&keys.purged)
                     .key(&keys.index);
                 for key in &clock_keys {
-                    invocation.key(key.as_slice());
+                    call.key(key.as_slice());
                 }
-                invocation
-                    .arg(&keys.channel)
-                    .arg(pieces)
-                    .arg(floor)
-                    .arg(now_ms());
-                run_replicated(&shared, &invocation, &keys.seq).await
+                call.arg(&keys.channel).arg(pieces).arg(floor).arg(now_ms());
+                run_replicated(&shared, &call, &keys.seq).await
             })
             .await;
         let (tick, prune) = match result {
@@ -944,13 +939,12 @@ impl ClockAuthority for RedisStore {
         let floor = self.shared.floor();
         let result = self
             .call(move |shared| async move {
-                let mut invocation = shared.scripts.purge.prepare_invoke();
-                invocation
-                    .key(&keys.seq)
+                let mut call = ScriptCall::new(&shared.scripts.purge);
+                call.key(&keys.seq)
                     .key(&keys.purged)
                     .arg(&keys.channel)
                     .arg(floor);
-                run_replicated(&shared, &invocation, &keys.seq).await
+                run_replicated(&shared, &call, &keys.seq).await
             })
             .await;
         self.tick_reply(result)
@@ -982,48 +976,93 @@ impl ClockAuthority for RedisStore {
 /// so it is not a failure for the circuit breaker.
 const UNREPLICATED: &str = "not replicated";
 
-/// Runs `invocation` (a script on the clock slot, whose counter key is `seq`); where a failover
-/// could lose an acknowledged write (Sentinel, Cluster), then waits until at least one replica
-/// has it (`WAIT 1`, for half the call's time limit): an invalidation must outlive a failover.
-/// `WAIT` counts the writes of the connection it is sent on, so both go on one connection (a
-/// thread may switch from the store's warm connection to its own between two calls) and, on a
-/// cluster, to the master of the clock slot. A cluster master with no replica (none in its
-/// `CLUSTER NODES`, or only failed ones) has no one a failover could promote, so its `Ok`
-/// stands without `WAIT`; a replica it knows but cannot reach right now still counts, so that
-/// its promotion could not undo an `Ok`.
+/// Runs `call` (a script on the clock slot, whose counter key is `seq`); where a failover could
+/// lose an acknowledged write (Sentinel, Cluster), `Ok` only once at least one replica has it
+/// (`WAIT 1`, for half the call's time limit): an invalidation must outlive a failover. `WAIT`
+/// counts the writes of the connection it is sent on, so it goes on the connection that ran the
+/// script (a thread may switch from the store's warm connection to its own between two calls):
+/// under Sentinel in the same `with`, which reruns both on a new connection; on a cluster in one
+/// pipeline with the script, routed to the clocks' master, which redis-rs redirects and retries
+/// whole. The pipeline also asks that node's `CLUSTER NODES`: a master with no replica a
+/// failover could promote (none, or only failed ones) has nothing to wait for, so its `Ok`
+/// stands without a confirmation; it pays the `WAIT` all the same.
 async fn run_replicated(
     shared: &Shared,
-    invocation: &redis::ScriptInvocation<'_>,
+    call: &ScriptCall<'_>,
     seq: &str,
 ) -> Result<Value, CacheError> {
     let topology = shared.conn.topology();
     if !topology.fails_over() {
-        return shared.conn.run(invocation).await;
+        return shared.conn.run(&call.invocation()).await;
     }
-    let cluster = matches!(topology, conn::Topology::Cluster(_));
     let wait_ms = u64::try_from(shared.options.timeout.as_millis() / 2)
         .unwrap_or(u64::MAX)
         .max(1);
-    let (reply, replicas) = shared
+    let mut wait = redis::cmd("WAIT");
+    wait.arg(1).arg(wait_ms);
+    let unconfirmed = || {
+        Err(CacheError::Backend(format!(
+            "{UNREPLICATED}: no replica confirmed the invalidation within the time limit"
+        )))
+    };
+    if !matches!(topology, conn::Topology::Cluster(_)) {
+        let (invocation, wait) = (&call.invocation(), &wait);
+        let (reply, replicas) = shared
+            .conn
+            .with(|mut conn| async move {
+                let reply = invocation.invoke_async::<Value>(&mut conn).await?;
+                let replicas = wait.query_async::<i64>(&mut conn).await?;
+                Ok((reply, replicas))
+            })
+            .await?;
+        return if replicas >= 1 {
+            Ok(reply)
+        } else {
+            unconfirmed()
+        };
+    }
+    let mut pipeline = redis::pipe();
+    pipeline
+        .add_command(call.evalsha())
+        .cmd("CLUSTER")
+        .arg("NODES")
+        .add_command(wait);
+    let pipeline = &pipeline;
+    let replies = shared
         .conn
         .with(|mut conn| async move {
-            let reply = invocation.invoke_async::<Value>(&mut conn).await?;
-            let mut nodes = redis::cmd("CLUSTER");
-            nodes.arg("NODES");
-            if cluster && !has_replicas(&conn.on_master_of(seq, nodes).await?) {
-                return Ok((reply, None));
+            let mut replies = conn.pipeline_on_master_of(seq, pipeline.clone(), 3).await;
+            if no_script(&replies) {
+                call.script.load_async(&mut conn).await?;
+                replies = conn.pipeline_on_master_of(seq, pipeline.clone(), 3).await;
             }
-            let mut wait = redis::cmd("WAIT");
-            wait.arg(1).arg(wait_ms);
-            let replicas = conn.on_master_of(seq, wait).await?;
-            Ok((reply, Some(replicas)))
+            let mut replies = replies?.into_iter();
+            match (replies.next(), replies.next(), replies.next()) {
+                (Some(Value::ServerError(err)), _, _) => Err(err.into()),
+                (Some(reply), Some(nodes), Some(acks)) => Ok(Some((reply, nodes, acks))),
+                _ => Ok(None),
+            }
         })
         .await?;
-    match replicas {
-        None | Some(Value::Int(1..)) => Ok(reply),
-        Some(_) => Err(CacheError::Backend(format!(
-            "{UNREPLICATED}: no replica confirmed the invalidation within the time limit"
-        ))),
+    let Some((reply, nodes, acks)) = replies else {
+        return Err(CacheError::Corrupt(
+            "a short reply to the invalidation's pipeline".into(),
+        ));
+    };
+    match acks {
+        Value::Int(1..) => Ok(reply),
+        _ if !has_replicas(&nodes) => Ok(reply),
+        _ => unconfirmed(),
+    }
+}
+
+/// Whether the script of a pipeline failed because Redis had not loaded it.
+fn no_script(replies: &Result<Vec<Value>, redis::RedisError>) -> bool {
+    match replies {
+        Err(err) => err.code() == Some("NOSCRIPT"),
+        Ok(replies) => {
+            matches!(replies.first(), Some(Value::ServerError(err)) if err.code() == "NOSCRIPT")
+        }
     }
 }
 

@@ -46,7 +46,7 @@
 //! tick raised to it. Tag pieces round-trip any text ([`parse_pieces`] of [`tag_pieces`]), and a
 //! malformed list parses as `None`, never as other tags.
 
-use deadpool_redis::redis::{Script, Value};
+use deadpool_redis::redis::{self, Cmd, Script, ScriptInvocation, ToRedisArgs, Value};
 
 /// Helpers every script starts with.
 const PRELUDE: &str = r#"
@@ -268,6 +268,60 @@ impl Scripts {
             purge: Script::new(&purge()),
             tick: Script::new(&tick()),
         }
+    }
+}
+
+/// A call of one script with its keys and arguments kept, so that it can be sent alone
+/// ([`ScriptCall::invocation`], loading the script when Redis lacks it) or inside a pipeline
+/// ([`ScriptCall::evalsha`]), where what else the pipeline sends is bound to the node and the
+/// connection that ran it.
+pub(crate) struct ScriptCall<'s> {
+    pub(crate) script: &'s Script,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl<'s> ScriptCall<'s> {
+    pub(crate) fn new(script: &'s Script) -> ScriptCall<'s> {
+        ScriptCall {
+            script,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+
+    pub(crate) fn key(&mut self, key: impl ToRedisArgs) -> &mut Self {
+        self.keys.extend(key.to_redis_args());
+        self
+    }
+
+    pub(crate) fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
+        self.args.extend(arg.to_redis_args());
+        self
+    }
+
+    pub(crate) fn invocation(&self) -> ScriptInvocation<'s> {
+        let mut invocation = self.script.prepare_invoke();
+        for key in &self.keys {
+            invocation.key(key.as_slice());
+        }
+        for arg in &self.args {
+            invocation.arg(arg.as_slice());
+        }
+        invocation
+    }
+
+    /// `EVALSHA` of the script: fails with `NOSCRIPT` where Redis has not loaded it.
+    pub(crate) fn evalsha(&self) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.script.get_hash()).arg(self.keys.len());
+        for key in &self.keys {
+            cmd.arg(key.as_slice());
+        }
+        for arg in &self.args {
+            cmd.arg(arg.as_slice());
+        }
+        cmd
     }
 }
 
