@@ -537,6 +537,20 @@ impl RedisCluster {
         }
     }
 
+    /// The name of the one tick counter the caches wrote (`ca:{<ns>}:seq`), found on whichever
+    /// master holds it; panics unless there is exactly one.
+    pub fn counter_key(&self) -> String {
+        let counters: Vec<String> = self
+            .masters()
+            .into_iter()
+            .flat_map(|port| self.keys_on(port, "ca:{*}:seq"))
+            .collect();
+        match <[String; 1]>::try_from(counters) {
+            Ok([counter]) => counter,
+            Err(counters) => panic!("one tick counter expected: {counters:?}"),
+        }
+    }
+
     /// The hash slot of `key` (`CLUSTER KEYSLOT`).
     pub fn keyslot(&self, key: &str) -> u32 {
         let port = self.alive()[0];

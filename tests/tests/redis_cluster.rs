@@ -267,15 +267,7 @@ async fn an_invalidation_is_ok_only_once_a_replica_has_it_and_outlives_its_maste
             .ok_or_else(|| format!("{:?}", again.summary()))
     })
     .await;
-    let counters: Vec<String> = cluster
-        .masters()
-        .into_iter()
-        .flat_map(|port| cluster.keys_on(port, "ca:{*}:seq"))
-        .collect();
-    let [counter] = counters.as_slice() else {
-        panic!("one tick counter expected: {counters:?}");
-    };
-    let clock_master = cluster.owner(cluster.keyslot(counter));
+    let clock_master = cluster.owner(cluster.keyslot(&cluster.counter_key()));
     let replica = cluster
         .replica_of(clock_master)
         .unwrap_or_else(|| panic!("no replica of {clock_master}"));

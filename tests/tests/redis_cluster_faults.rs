@@ -56,14 +56,7 @@ async fn slots_moved_under_load_cost_misses_never_a_5xx_or_an_invalidated_body()
     let mut shop = open([node(&cluster, true), node(&cluster, false)], IDS).await;
     shop.until_all_hit(Duration::from_secs(10), "warm-up").await;
 
-    let clocks: Vec<String> = cluster
-        .masters()
-        .into_iter()
-        .flat_map(|port| cluster.keys_on(port, "ca:{*}:seq"))
-        .collect();
-    let [counter] = clocks.as_slice() else {
-        panic!("one tick counter expected: {clocks:?}");
-    };
+    let counter = &cluster.counter_key();
     let clock_slot = cluster.keyslot(counter);
     let clock_master = cluster.owner(clock_slot);
     let others: Vec<u16> = cluster
