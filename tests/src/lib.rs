@@ -15,12 +15,55 @@ pub mod shop;
 
 use std::net::TcpListener;
 
-/// A port on 127.0.0.1 that nothing listens on right now.
+/// A port on 127.0.0.1 that nothing listens on right now, and that no outgoing connection will
+/// take before the test binds it.
+///
+/// Ports come from outside the kernel's ephemeral range (`ip_local_port_range`): a port the
+/// kernel hands out with `bind(:0)` is an ephemeral one, and between our probe and the server's
+/// bind, any client connection in the process (a cache's own Redis connections, say) may take it
+/// as its local port. That made a cluster node fail with "Address already in use" in CI. A
+/// process-wide cursor also keeps two tests of one binary from getting the same port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CURSOR: AtomicU32 = AtomicU32::new(u32::MAX);
+    let (low, high) = non_ephemeral_range();
+    let span = u32::from(high - low) + 1;
+    // Start each process somewhere else, so that a lingering server of an earlier binary is
+    // rarely even probed.
+    let _ = CURSOR.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let offset = CURSOR.fetch_add(1, Ordering::Relaxed) % span;
+        let port = low + offset as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..={high}")
+}
+
+/// The widest stretch of ports the kernel never picks for an outgoing connection.
+fn non_ephemeral_range() -> (u16, u16) {
+    let (ephemeral_low, ephemeral_high) =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|text| {
+                let mut parts = text.split_whitespace().map(|p| p.parse::<u16>().ok());
+                Some((parts.next()??, parts.next()??))
+            })
+            .unwrap_or((32768, 60999));
+    // Below 10000 live well-known services; leave them alone.
+    let below = ephemeral_low.saturating_sub(10_000);
+    let above = u16::MAX - ephemeral_high;
+    if below >= above {
+        (10_000, ephemeral_low - 1)
+    } else {
+        (ephemeral_high + 1, u16::MAX)
+    }
 }
 
 /// A running actix-web server; stopped when dropped.

@@ -131,7 +131,7 @@ impl RedisCluster {
                     .to_string(),
                 "--cluster-node-timeout".into(),
                 NODE_TIMEOUT_MS.to_string(),
-                // Free ports are ephemeral ones; port + 10000 (the default bus) may not exist.
+                // port + 10000 (the default bus) may be past 65535 or taken; give each its own.
                 "--cluster-port".into(),
                 bus.to_string(),
                 // A replica may always take over, however long its link was down.
