@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cache_core::{key::QueryOrder, Cache, CachePolicy};
+use cache_core::{encoding::Compression, key::QueryOrder, Cache, CachePolicy};
 
 use crate::responder::ResolvedPolicy;
 
@@ -32,6 +32,8 @@ pub(crate) struct Config {
     pub(crate) lock_timeout: Duration,
     /// RFC 9111 shared-cache rules for responses that carry no policy.
     pub(crate) http: Option<HttpOptions>,
+    /// br/gzip copies made when a policy's response is stored.
+    pub(crate) compression: Option<Compression>,
     /// Flight keys whose stale entry was served once: the next request refreshes them. Shared
     /// by every clone of one middleware, as its single-flights are shared through the cache.
     pub(crate) refresh_due: Arc<Mutex<HashSet<u128>>>,
@@ -49,6 +51,7 @@ impl Config {
             honor_client_no_cache: false,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             http: None,
+            compression: None,
             refresh_due: Arc::new(Mutex::new(HashSet::new())),
         }
     }

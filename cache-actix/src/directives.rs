@@ -21,6 +21,8 @@ pub(crate) struct Directives {
     pub proxy_revalidate: bool,
     pub must_understand: bool,
     pub only_if_cached: bool,
+    /// `no-transform`: no cache or proxy may change the content (a compressed copy included).
+    pub no_transform: bool,
     pub max_age: Option<u64>,
     pub s_maxage: Option<u64>,
     pub min_fresh: Option<u64>,
@@ -90,6 +92,7 @@ impl Directives {
             "proxy-revalidate" => self.proxy_revalidate = true,
             "must-understand" => self.must_understand = true,
             "only-if-cached" => self.only_if_cached = true,
+            "no-transform" => self.no_transform = true,
             "max-age" => first(&mut self.max_age, &mut seen.max_age, delta()),
             "s-maxage" => first(&mut self.s_maxage, &mut seen.s_maxage, delta()),
             "min-fresh" => first(&mut self.min_fresh, &mut seen.min_fresh, delta()),

@@ -8,8 +8,8 @@
 //!   revalidate with the entry's validators; or fill.
 //! - A fill joins the single-flight of its variant ([`single_flight::elect`]): it leads and runs
 //!   the handler, or takes the leader's entry (`HIT`, collapsed).
-//! - Admission ([`rules::admit`]): the response becomes an entry (`MISS`, stored) or passes
-//!   (`BYPASS` with its reason).
+//! - Admission ([`rules::admit`]): the response becomes an entry (`MISS`, stored, with its
+//!   compressed copies when the middleware compresses) or passes (`BYPASS` with its reason).
 //!
 //! What must stay true:
 //! - a cache failure never becomes a 5xx: store errors are misses;
@@ -34,6 +34,7 @@ use actix_web::{
 use cache_core::{flight::Leader, time::now_ms, Cache, Entry, Event, Lookup, PrimaryKey};
 
 use crate::bypass::BypassReason;
+use crate::compression::encode_for_store;
 use crate::config::Config;
 use crate::headers::Outcome;
 use crate::render::{answer, bypassed, client_conditionals, gateway_timeout, render};
@@ -480,6 +481,10 @@ where
         let keep = draft.keep && key.as_bytes().len() <= self.config.max_key_bytes;
         let asked = draft.answers_conditionals().then_some(http_req.headers());
         let entry = match draft.entry(&key, &head, body, fill.born, now_ms()) {
+            // Compressed once, here, for every hit to come.
+            (entry, Ok(())) if keep => {
+                encode_for_store(self.config.compression.as_ref(), entry, head.headers())
+            }
             (entry, Ok(())) => entry,
             (entry, Err(reason)) => {
                 release(fill.leader, false);

@@ -35,6 +35,7 @@
 
 pub mod admin;
 mod bypass;
+mod compression;
 mod config;
 mod directives;
 mod flow;
@@ -50,6 +51,8 @@ mod rules;
 mod single_flight;
 
 pub use bypass::BypassReason;
+/// Compressed copies of stored responses: see [`CacheMiddleware::compress`].
+pub use cache_core::encoding::{Coding, Compression};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use cache_core::RedisStore;

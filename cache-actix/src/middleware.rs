@@ -16,7 +16,7 @@ use actix_web::{
     dev::{ServiceRequest, ServiceResponse},
     Error,
 };
-use cache_core::{Cache, CachePolicy};
+use cache_core::{encoding::Compression, Cache, CachePolicy};
 use futures_util::future::LocalBoxFuture;
 
 use crate::config::Config;
@@ -126,6 +126,39 @@ impl CacheMiddleware {
     /// Longest wait for a concurrent request's fill (default 10 s) before running the handler.
     pub fn lock_timeout(self, timeout: Duration) -> Self {
         self.edit(|c| c.lock_timeout = timeout)
+    }
+
+    /// Stores br and gzip copies of each cacheable response (compressed once, when it is
+    /// stored) and answers each hit in the coding its `Accept-Encoding` prefers: no compression
+    /// per hit, unlike actix's `Compress` wrapped around the app. Off by default.
+    ///
+    /// - Only text-like bodies are compressed (`text/*`, JSON, XML, JavaScript, SVG), of at
+    ///   least [`Compression::min_bytes`] (1 KiB by default). Images, archives and other
+    ///   compressed types, a response with its own `Content-Encoding`, and one marked
+    ///   `Cache-Control: no-transform` are stored as they are.
+    /// - A client that accepts neither coding gets the identity body. Every answer from a
+    ///   compressed entry says `Vary: Accept-Encoding`, and each coding has its own `ETag`
+    ///   (`"<tag>-br"`, `"<tag>-gzip"`), so `If-None-Match` confirms only the bytes it names.
+    /// - The L1's byte budget counts the copies. Redis keeps the copies without the identity
+    ///   body, and each process decodes it from a copy when it reads the record.
+    /// - Responses stored under [`CacheMiddleware::http_semantics`] are not compressed.
+    ///
+    /// With this on, put actix's `Compress` nowhere around the middleware's services: the
+    /// cache's answers already carry their `Content-Encoding`, which `Compress` leaves alone,
+    /// but it would still compress every bypassed response per request.
+    ///
+    /// ```
+    /// use actix_web::{web, App, HttpResponse};
+    /// use cache_actix::{Cache, CacheMiddleware, Compression};
+    ///
+    /// let app = App::new().service(
+    ///     web::scope("/api")
+    ///         .wrap(CacheMiddleware::new(Cache::memory()).compress(Compression::new()))
+    ///         .route("/list", web::get().to(|| async { HttpResponse::Ok().json([1, 2, 3]) })),
+    /// );
+    /// ```
+    pub fn compress(self, compression: Compression) -> Self {
+        self.edit(|c| c.compression = Some(compression))
     }
 
     /// Acts as an RFC 9111 shared HTTP cache for responses that carry no `#[cached]` policy:

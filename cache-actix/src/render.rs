@@ -5,6 +5,9 @@
 //! `Cache-Control`, `Expires`, `ETag` and `Vary` the cache computes ([`crate::prepared`]); an
 //! HTTP-mode entry replays its stored fields as received, the stored `Date` included.
 //!
+//! A compressed entry answers in the coding the request accepts ([`crate::compression`]): its
+//! body, `Content-Encoding`, `ETag`, ranges and 304s are those of that copy.
+//!
 //! What must stay true: a 304 is sent only to a client that asked a conditional, and only for a
 //! stored 2xx; a 206 only for a stored complete 200; every answer from storage carries a fresh
 //! `Age`; `cache-tag` (ours, never the client's) never leaves.
@@ -22,6 +25,7 @@ use bytes::Bytes;
 use cache_core::{time::now_ms, Entry};
 
 use crate::bypass::BypassReason;
+use crate::compression::Representation;
 use crate::headers::{self as h, Outcome};
 use crate::prepared::Head;
 use crate::rules::http::http_date_ms;
@@ -48,10 +52,12 @@ pub(crate) fn render(
 ) -> HttpResponse<BoxBody> {
     let now = now_ms();
     let is_miss = matches!(outcome, Outcome::Miss { .. });
-    let bodyless = asked.is_some_and(|c| not_modified(c, entry));
+    // The copy this client accepts (identity unless the entry is stored compressed).
+    let chosen = Representation::of(entry, asked);
+    let bodyless = asked.is_some_and(|c| not_modified(c, entry, &chosen.etag));
     let range = asked
         .filter(|_| !bodyless && !is_miss)
-        .and_then(|c| byte_range(c, entry));
+        .and_then(|c| byte_range(c, entry, &chosen));
     let status = match range {
         _ if bodyless => StatusCode::NOT_MODIFIED,
         Some(Ok(_)) => StatusCode::PARTIAL_CONTENT,
@@ -61,13 +67,13 @@ pub(crate) fn render(
     let mut res = HttpResponse::with_body(status, BoxBody::new(()));
     let headers = res.headers_mut();
     match entry.http() {
-        None => Head::write_for(entry, headers, bodyless, now),
+        None => Head::write_for(entry, headers, bodyless, now, chosen.coding),
         Some(_) => write_stored_fields(entry, headers, bodyless, is_miss),
     }
     if !is_miss {
         headers.insert(header::AGE, HeaderValue::from(entry.age_secs(now)));
     }
-    let total = entry.body().len();
+    let total = chosen.body.len();
     let body = match range {
         Some(Ok((first, last))) => {
             let text = format!("bytes {first}-{last}/{total}");
@@ -75,7 +81,7 @@ pub(crate) fn render(
                 headers.insert(header::CONTENT_RANGE, value);
             }
             // `byte_range` bounded both ends by the body's length.
-            entry.body().slice(first as usize..=last as usize)
+            chosen.body.slice(first as usize..=last as usize)
         }
         Some(Err(())) => {
             if let Ok(value) = HeaderValue::from_str(&format!("bytes */{total}")) {
@@ -83,7 +89,7 @@ pub(crate) fn render(
             }
             Bytes::new()
         }
-        None => entry.body().clone(),
+        None => chosen.body.clone(),
     };
     mark(headers, outcome, Some((entry, now)));
     if bodyless {
@@ -122,13 +128,12 @@ fn write_stored_fields(entry: &Entry, headers: &mut HeaderMap, bodyless: bool, i
 
 /// Whether the client's conditional (`If-None-Match`, else `If-Modified-Since`) says its copy
 /// is current (RFC 9111 section 4.3.2). Only a stored 2xx has a representation to confirm.
-fn not_modified(asked: &HeaderMap, entry: &Entry) -> bool {
+fn not_modified(asked: &HeaderMap, entry: &Entry, etag: &str) -> bool {
     if !(200..300).contains(&entry.status()) {
         return false;
     }
     if asked.contains_key(header::IF_NONE_MATCH) {
-        return h::if_none_match(asked, entry.etag())
-            && (!entry.etag().is_empty() || has_star(asked));
+        return h::if_none_match(asked, etag) && (!etag.is_empty() || has_star(asked));
     }
     let Some(since) = asked.get(header::IF_MODIFIED_SINCE).and_then(http_date_ms) else {
         return false;
@@ -149,14 +154,18 @@ fn has_star(asked: &HeaderMap) -> bool {
 /// The one byte range (first, last, inclusive) a `Range` asks of a stored complete 200, or
 /// `Err` when it cannot be satisfied (a 416). `None` serves the whole body: no `Range`, several
 /// ranges, a unit other than bytes, a malformed one, or an `If-Range` the entry fails.
-fn byte_range(asked: &HeaderMap, entry: &Entry) -> Option<Result<(u64, u64), ()>> {
+fn byte_range(
+    asked: &HeaderMap,
+    entry: &Entry,
+    chosen: &Representation<'_>,
+) -> Option<Result<(u64, u64), ()>> {
     if entry.status() != 200 {
         return None;
     }
     let spec = asked.get(header::RANGE)?.to_str().ok()?.trim();
     if let Some(if_range) = asked.get(header::IF_RANGE) {
         let validator = if_range.to_str().ok()?.trim();
-        let strong_match = !validator.starts_with("W/") && validator == entry.etag();
+        let strong_match = !validator.starts_with("W/") && validator == chosen.etag;
         let date_match = stored(entry, "last-modified").is_some_and(|lm| lm == validator);
         if !(strong_match || date_match) {
             return None;
@@ -166,7 +175,7 @@ fn byte_range(asked: &HeaderMap, entry: &Entry) -> Option<Result<(u64, u64), ()>
     if set.contains(',') {
         return None;
     }
-    let len = entry.body().len() as u64;
+    let len = chosen.body.len() as u64;
     let (first, last) = set.trim().split_once('-')?;
     let number = |t: &str| -> Option<u64> {
         let t = t.trim();
@@ -274,7 +283,13 @@ mod tests {
     #[test]
     fn byte_ranges_of_a_stored_200() {
         let entry = entry(200);
-        let range = |spec: &str| byte_range(&ask(&[(header::RANGE, spec)]), &entry);
+        let range = |spec: &str| {
+            byte_range(
+                &ask(&[(header::RANGE, spec)]),
+                &entry,
+                &Representation::of(&entry, None),
+            )
+        };
         assert_eq!(range("bytes=0-1"), Some(Ok((0, 1))));
         assert_eq!(range("bytes=1-"), Some(Ok((1, 10))));
         assert_eq!(range("bytes=-1"), Some(Ok((10, 10))));
@@ -286,7 +301,11 @@ mod tests {
         assert_eq!(range("bytes=3-1"), None);
         let not_found = self::entry(404);
         assert_eq!(
-            byte_range(&ask(&[(header::RANGE, "bytes=0-1")]), &not_found),
+            byte_range(
+                &ask(&[(header::RANGE, "bytes=0-1")]),
+                &not_found,
+                &Representation::of(&not_found, None)
+            ),
             None
         );
     }

@@ -6,21 +6,28 @@
 //! the format is small and fixed, every length is checked against what remains before anything
 //! is allocated, and it adds no dependency whose own format could change under us.
 //!
+//! A response kept compressed ([`crate::encoding`]) is written with its gzip and br copies and
+//! without its identity body, which [`decode`] makes again from a copy (and refuses the record
+//! when that does not give back exactly the recorded length): the shared store holds the
+//! smaller form, and every process can still answer a client that accepts no coding.
+//!
 //! What must stay true: [`decode`] never panics and never allocates more than the input's length
-//! for any input; a truncated, mutated, foreign or future-version value is an `Err`, so the
+//! for any input (an identity body rebuilt from a compressed copy: at most the recorded length,
+//! itself bounded by the copy's size times deflate's largest ratio); a truncated, mutated, foreign or future-version value is an `Err`, so the
 //! caller treats it as a miss. A new field means a new version number, never a silent reinterpretation.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::encoding::Encoded;
 use crate::entry::HttpMeta;
 use crate::store::{Record, Variants};
 use crate::{CacheError, Entry, Visibility};
 
 const MAGIC: &[u8; 3] = b"CAR";
 /// The format written today. Readers reject every other version.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 const KIND_RESPONSE: u8 = 1;
 const KIND_VARIANTS: u8 = 2;
 const CHECKSUM_LEN: usize = 8;
@@ -48,7 +55,11 @@ pub fn encode(record: &Record) -> Vec<u8> {
                 put_bytes(&mut out, name.as_bytes());
                 put_bytes(&mut out, value);
             }
-            put_bytes(&mut out, &e.body);
+            match e.encoded.as_deref() {
+                // The identity body is rebuilt from a copy on read.
+                Some(_) => put_bytes(&mut out, &[]),
+                None => put_bytes(&mut out, &e.body),
+            }
             put_bytes(&mut out, e.etag.as_bytes());
             for n in [
                 e.stored_at_ms,
@@ -79,6 +90,18 @@ pub fn encode(record: &Record) -> Vec<u8> {
                     out.push(1);
                     out.push(u8::from(http.must_revalidate) | u8::from(http.no_cache) << 1);
                     out.extend_from_slice(&http.keep_until_ms.to_le_bytes());
+                }
+                None => out.push(0),
+            }
+            match e.encoded.as_deref() {
+                Some(encoded) => {
+                    out.push(
+                        u8::from(encoded.gzip.is_some()) | u8::from(encoded.br.is_some()) << 1,
+                    );
+                    put_len(&mut out, e.body.len());
+                    for copy in [&encoded.gzip, &encoded.br].into_iter().flatten() {
+                        put_bytes(&mut out, copy);
+                    }
                 }
                 None => out.push(0),
             }
@@ -277,6 +300,33 @@ impl<'a> Reader<'a> {
             }
             _ => return Err(corrupt("bad http flag")),
         };
+        let codings = self.u8()?;
+        let (body, encoded) = match codings {
+            0 => (body, None),
+            1..=3 if body.is_empty() => {
+                let identity_len = self.u32()? as usize;
+                let mut copy = |held: bool| -> Result<Option<Bytes>, CacheError> {
+                    Ok(held
+                        .then(|| self.bytes())
+                        .transpose()?
+                        .map(|b| self.whole.slice_ref(b)))
+                };
+                let encoded = Encoded {
+                    gzip: copy(codings & 1 != 0)?,
+                    br: copy(codings & 2 != 0)?,
+                };
+                // A copy expands at most ~1032x (deflate's limit; brotli's is similar), so a
+                // forged length cannot make us reserve more than the value could hold.
+                if identity_len > encoded.len().saturating_mul(1032).max(64) {
+                    return Err(corrupt("identity length out of range"));
+                }
+                let body = encoded
+                    .decode(identity_len)
+                    .ok_or_else(|| corrupt("compressed copy does not decode"))?;
+                (body, Some(encoded))
+            }
+            _ => return Err(corrupt("bad codings flag")),
+        };
         let mut entry = Entry::with_etag(
             key,
             status,
@@ -287,6 +337,7 @@ impl<'a> Reader<'a> {
             fresh_until_ms,
         );
         entry.http = http;
+        entry.encoded = encoded.map(Box::new);
         entry.stale_while_revalidate_ms = stale_while_revalidate_ms;
         entry.stale_if_error_ms = stale_if_error_ms;
         entry.born = born;
@@ -341,6 +392,13 @@ mod tests {
             no_cache: true,
             keep_until_ms: 1_700_003_600_000,
         });
+        let json = Bytes::from("{\"id\":1,\"name\":\"kettle\"}".repeat(100));
+        let mut compressed = e.clone();
+        compressed.encoded = crate::encoding::Compression::new()
+            .encode(&json)
+            .map(Box::new);
+        compressed.body = json;
+        assert!(compressed.encoded.is_some());
         let v = Variants {
             key: primary.cache_key().bytes(),
             vary: Arc::from(vec!["accept".to_string(), "authorization".to_string()]),
@@ -349,6 +407,7 @@ mod tests {
         vec![
             Record::Response(Arc::new(e)),
             Record::Response(Arc::new(http)),
+            Record::Response(Arc::new(compressed)),
             Record::Variants(Arc::new(v)),
             Record::Response(Arc::new(Entry::new(
                 Arc::from(vec![]),
@@ -366,6 +425,29 @@ mod tests {
         for record in sample() {
             assert_eq!(decode(&encode(&record)), Ok(record));
         }
+    }
+
+    #[test]
+    fn a_compressed_response_is_kept_without_its_identity_body() {
+        let compressed = &sample()[2];
+        let Record::Response(entry) = compressed else {
+            panic!("sample 2 is a response")
+        };
+        let encoded = encode(compressed).len();
+        let copies = entry.encoded().map_or(0, |e| e.len());
+        assert!(
+            encoded < entry.body().len(),
+            "{encoded} bytes for a {} byte body",
+            entry.body().len()
+        );
+        assert!(
+            encoded < copies + 400,
+            "{encoded} bytes: the identity body was written too"
+        );
+        assert_eq!(
+            decode(&encode(compressed)).unwrap().payload_bytes(),
+            compressed.payload_bytes()
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::encoding::{Coding, Encoded};
 use crate::policy::Visibility;
 
 /// Where an entry stands in its life at a given instant.
@@ -46,8 +47,10 @@ pub struct Entry {
     pub(crate) status: u16,
     /// Response headers as sent by the handler (lowercase names), minus the ones never replayed.
     pub(crate) headers: Vec<(String, Bytes)>,
-    /// The whole body.
+    /// The whole body, as the handler made it.
     pub(crate) body: Bytes,
+    /// Its br and gzip copies, when the middleware compresses what it stores.
+    pub(crate) encoded: Option<Box<Encoded>>,
     /// Strong entity tag, quoted: the handler's own, or a hash of the body.
     pub(crate) etag: String,
     /// When the response was stored (Unix ms).
@@ -202,6 +205,7 @@ impl Entry {
             status,
             headers,
             body,
+            encoded: None,
             etag,
             stored_at_ms,
             fresh_until_ms,
@@ -239,9 +243,34 @@ impl Entry {
         &self.headers
     }
 
-    /// The whole body.
+    /// The whole body, as the handler made it (identity).
     pub fn body(&self) -> &Bytes {
         &self.body
+    }
+
+    /// The br and gzip copies of the body, when it was stored compressed.
+    pub fn encoded(&self) -> Option<&Encoded> {
+        self.encoded.as_deref()
+    }
+
+    /// The body in `coding`: the identity body, or the copy in that coding (the identity body
+    /// when there is no such copy).
+    ///
+    /// ```
+    /// use cache_core::encoding::{Coding, Compression};
+    /// use cache_core::{Entry, PrimaryKey};
+    /// let key = PrimaryKey::new("", b"h", b"/", b"").cache_key();
+    /// let body = bytes::Bytes::from("[1,2,3]".repeat(300));
+    /// let copies = Compression::new().encode(&body);
+    /// let entry = Entry::new(key.bytes(), 200, vec![], body.clone(), 0, 1).with_encoded(copies);
+    /// assert!(entry.body_in(Coding::Br).len() < body.len());
+    /// assert_eq!(entry.body_in(Coding::Identity), &body);
+    /// ```
+    pub fn body_in(&self, coding: Coding) -> &Bytes {
+        self.encoded
+            .as_deref()
+            .and_then(|e| e.get(coding))
+            .unwrap_or(&self.body)
     }
 
     /// Entity tag, quoted (empty when an HTTP-semantics response had none).
@@ -383,6 +412,13 @@ impl Entry {
         self
     }
 
+    /// Sets its compressed copies (see [`crate::encoding::Compression::encode`]); `None` or an
+    /// empty set removes them.
+    pub fn with_encoded(mut self, encoded: Option<Encoded>) -> Entry {
+        self.encoded = encoded.filter(|e| !e.is_empty()).map(Box::new);
+        self
+    }
+
     /// Marks it as stored under HTTP semantics.
     pub fn with_http(mut self, http: Option<HttpMeta>) -> Entry {
         self.http = http;
@@ -426,6 +462,7 @@ impl Entry {
                 .map(|(n, v)| n.len() + v.len())
                 .sum::<usize>()
             + self.body.len()
+            + self.encoded.as_deref().map_or(0, Encoded::len)
             + self.etag.len()
             + self.tags.iter().map(String::len).sum::<usize>()
             + self.vary.iter().map(String::len).sum::<usize>()

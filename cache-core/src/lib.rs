@@ -1,7 +1,7 @@
 //! Framework-free core of `cache-actix`.
 //!
 //! What lives here: cache keys ([`key`]), policies ([`policy`]), stored responses and their
-//! freshness ([`entry`]), the [`Store`] trait a backend implements and [`ClockAuthority`] for one
+//! freshness ([`entry`]), their compressed copies ([`encoding`]), the [`Store`] trait a backend implements and [`ClockAuthority`] for one
 //! that keeps the tag clocks of every process sharing it, the bounded [`MemoryStore`], the record
 //! format of shared stores ([`codec`]), tag clocks ([`tags`]), counters ([`stats`]) and the
 //! [`Cache`] handle that ties them together. Nothing here knows about HTTP frameworks; the
@@ -25,6 +25,7 @@
 mod actix;
 mod cache;
 pub mod codec;
+pub mod encoding;
 pub mod entry;
 pub mod error;
 // Hidden: the middleware's single-flight; public because cache-actix is another crate.
