@@ -5,8 +5,15 @@
 #   l2-hit       an L2 hit (no L1) on a redis-server this script starts
 #   plain-miss   unique URLs, the app handler without the middleware
 #   l1-miss      unique URLs through CacheMiddleware (every request a miss and a store)
+#   l1-hit-app   an L1 hit with the middleware around the whole App (answered before routing)
 #   nginx-hit    nginx proxy_cache hits in front of the app
 #   varnish-hit  Varnish hits in front of the app
+# and, for a 16 KiB JSON body (Accept-Encoding: gzip, deflate, br where a case says so):
+#   json-hit     an L1 hit, uncompressed
+#   gz-br-hit    an L1 hit through CacheMiddleware::compress (the br copy stored with the entry)
+#   gz-gzip-hit  the same, Accept-Encoding: gzip
+#   cz-hit       an L1 hit with actix's Compress outside the cache (compressed on every hit)
+# After the runs it prints the Redis memory of the JSON record stored plain and compressed.
 # Cases are interleaved, ROUNDS times each; the table shows medians: requests/s, p50, p99, the
 # ratio to `static`, and the server's CPU microseconds per request (the serving process: the
 # app, nginx's worker or Varnish's child; steadier than requests/s on a shared machine).
@@ -71,7 +78,9 @@ REDIS_PORT=$(free_port)
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
 PIDS+=($!)
 APP_PORT=$(free_port)
-REDIS_URL="redis://127.0.0.1:$REDIS_PORT" LISTEN_ADDR="127.0.0.1:$APP_PORT" WORKERS=1 \
+APP2_PORT=$(free_port)
+REDIS_URL="redis://127.0.0.1:$REDIS_PORT" LISTEN_ADDR="127.0.0.1:$APP_PORT" \
+    APP_LISTEN_ADDR="127.0.0.1:$APP2_PORT" WORKERS=1 \
     "${CARGO_TARGET_DIR:-target}/release/bench_server" &
 APP_PID=$!
 PIDS+=("$APP_PID")
@@ -89,7 +98,9 @@ VARNISH_PID=$!
 PIDS+=("$VARNISH_PID")
 
 APP="http://127.0.0.1:$APP_PORT"
+APP2="http://127.0.0.1:$APP2_PORT"
 wait_http "$APP/static"
+wait_http "$APP2/l1/0"
 wait_http "http://127.0.0.1:$NGINX_PORT/plain/0"
 wait_http "http://127.0.0.1:$VARNISH_PORT/plain/0"
 # The L2 cache caches only once its invalidation subscription is up.
@@ -98,7 +109,8 @@ for _ in $(seq 100); do
     [ "$(curl -fsi "$APP/l2/0" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache"{print $2}')" = HIT ] && break
     sleep 0.05
 done
-for url in "$APP/l1/0" "$APP/l2/0" "http://127.0.0.1:$NGINX_PORT/plain/0" \
+for url in "$APP/l1/0" "$APP2/l1/0" "$APP/l2/0" "$APP/json/0" "$APP/gz/0" "$APP/cz/0" \
+    "$APP/l2json/0" "$APP/l2gz/0" "http://127.0.0.1:$NGINX_PORT/plain/0" \
     "http://127.0.0.1:$VARNISH_PORT/plain/0"; do
     curl -fs -o /dev/null "$url"
     status=$(curl -fsi "$url" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache"{print $2}')
@@ -116,23 +128,37 @@ cpu_ticks() {
 }
 CLK_TCK=$(getconf CLK_TCK)
 
-# name url pid [script]
+# The compressed cases must come back compressed, once.
+for pair in "gz:br" "cz:br"; do
+    got=$(curl -fs -o /dev/null -D - -H "Accept-Encoding: gzip, deflate, br" "$APP/${pair%%:*}/0" |
+        tr -d '\r' | awk -F': ' 'tolower($1)=="content-encoding"{print $2}')
+    [ "$got" = "${pair##*:}" ] || { echo "/${pair%%:*}/0: content-encoding '$got'" >&2; exit 1; }
+done
+
+# name url pid [script] [accept-encoding]
+AE="gzip, deflate, br"
 CASES=(
-    "static|$APP/static|$APP_PID|"
-    "l1-hit|$APP/l1/0|$APP_PID|"
-    "l2-hit|$APP/l2/0|$APP_PID|"
-    "plain-miss|$APP/plain/u|$APP_PID|unique"
-    "l1-miss|$APP/l1/u|$APP_PID|unique"
-    "nginx-hit|http://127.0.0.1:$NGINX_PORT/plain/0|$NGINX_PID|"
-    "varnish-hit|http://127.0.0.1:$VARNISH_PORT/plain/0|$VARNISH_PID|"
+    "static|$APP/static|$APP_PID||"
+    "l1-hit|$APP/l1/0|$APP_PID||"
+    "l1-hit-app|$APP2/l1/0|$APP_PID||"
+    "l2-hit|$APP/l2/0|$APP_PID||"
+    "plain-miss|$APP/plain/u|$APP_PID|unique|"
+    "l1-miss|$APP/l1/u|$APP_PID|unique|"
+    "nginx-hit|http://127.0.0.1:$NGINX_PORT/plain/0|$NGINX_PID||"
+    "varnish-hit|http://127.0.0.1:$VARNISH_PORT/plain/0|$VARNISH_PID||"
+    "json-hit|$APP/json/0|$APP_PID||"
+    "gz-br-hit|$APP/gz/0|$APP_PID||$AE"
+    "gz-gzip-hit|$APP/gz/0|$APP_PID||gzip"
+    "cz-hit|$APP/cz/0|$APP_PID||$AE"
 )
 
 RESULTS="$DIR/results"
 : >"$RESULTS"
 for round in $(seq "$ROUNDS"); do
     for case in "${CASES[@]}"; do
-        IFS='|' read -r name url pid script <<<"$case"
+        IFS='|' read -r name url pid script accept <<<"$case"
         args=(-t1 -c"$CONNS" -d"${DURATION}s" --latency)
+        [ -z "$accept" ] || args+=(-H "Accept-Encoding: $accept")
         if [ "$script" = unique ]; then
             # A fresh prefix per run: earlier runs' URLs are cached.
             url="$url$round$RANDOM"
@@ -161,7 +187,7 @@ to_us() { # 1.23ms / 456.00us / 1.2s -> microseconds
 median() { sort -g | awk '{a[NR]=$1} END{print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 static_rps=$(awk '$1=="static"{print $2}' "$RESULTS" | median)
 echo
-echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), wrk -t1 -c$CONNS, ${DURATION}s x $ROUNDS rounds (medians), 1 KiB body, app workers: 1"
+echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), wrk -t1 -c$CONNS, ${DURATION}s x $ROUNDS rounds (medians), 1 KiB body (json/gz/cz: 16 KiB), app workers: 1"
 echo
 echo "| case | requests/s | p50 | p99 | ratio to static | server CPU us/request |"
 echo "|---|---|---|---|---|---|"
@@ -174,3 +200,25 @@ for case in "${CASES[@]}"; do
     awk -v n="$name" -v r="$rps" -v a="$p50" -v b="$p99" -v c="$cpu" -v s="$static_rps" \
         'BEGIN{printf "| %s | %.0f | %.0f us | %.0f us | %.2f | %.1f |\n", n, r, a, b, r / s, c}'
 done
+
+# Ratios the targets name, from the medians above.
+ratio() { # a b -> median(a) / median(b) in requests/s
+    local a b
+    a=$(awk -v n="$1" '$1==n{print $2}' "$RESULTS" | median)
+    b=$(awk -v n="$2" '$1==n{print $2}' "$RESULTS" | median)
+    awk -v a="$a" -v b="$b" 'BEGIN{printf "%.2f", (b > 0 ? a / b : 0)}'
+}
+echo
+echo "gz-br-hit / json-hit: $(ratio gz-br-hit json-hit) (target >= 0.9); gz-br-hit / cz-hit: $(ratio gz-br-hit cz-hit) (target >= 3)"
+echo "gz-gzip-hit / json-hit: $(ratio gz-gzip-hit json-hit); gz-gzip-hit / cz-hit: $(ratio gz-gzip-hit cz-hit)"
+
+# Redis bytes of the 16 KiB JSON record, stored plain and compressed.
+record_bytes() {
+    local key
+    key=$(redis-cli -p "$REDIS_PORT" --scan --pattern "ca:*$1:r:*" | head -1)
+    [ -n "$key" ] && redis-cli -p "$REDIS_PORT" MEMORY USAGE "$key"
+}
+plain_bytes=$(record_bytes bench-json)
+gz_bytes=$(record_bytes bench-gz)
+echo "Redis MEMORY USAGE of the JSON record: plain $plain_bytes bytes, compressed $gz_bytes bytes" \
+    "($(awk -v p="$plain_bytes" -v g="$gz_bytes" 'BEGIN{printf "%.0f", (p > 0 ? 100 * (p - g) / p : 0)}')% saved)"
