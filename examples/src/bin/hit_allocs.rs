@@ -173,7 +173,7 @@ where
     ];
     println!("\n{label}");
     println!(
-        "{:<30} {:>13} {:>11} {:>13} {:>11}",
+        "{:<38} {:>13} {:>11} {:>13} {:>11}",
         "case", "build allocs", "allocs", "reallocs", "bytes"
     );
     let mut results = Vec::new();
@@ -187,7 +187,7 @@ where
             Some(_) => String::new(),
         };
         println!(
-            "{:<30} {:>13.2} {:>11.2} {:>13.2} {:>11.1}{note}",
+            "{:<38} {:>13.2} {:>11.2} {:>13.2} {:>11.1}{note}",
             case.name, c.build_allocs, c.allocs, c.reallocs, c.bytes
         );
         results.push((case.name, c));
@@ -197,7 +197,7 @@ where
     };
     for (name, c) in &results[1..] {
         println!(
-            "{:<30} {:>13} {:>11.2} {:>13.2} {:>11.1}",
+            "{:<38} {:>13} {:>11.2} {:>13.2} {:>11.1}",
             format!("{name} - static"),
             "",
             c.allocs - base.allocs,
