@@ -461,6 +461,9 @@ where
         };
         let (http_req, response) = res.into_parts();
         let (head, body) = response.into_parts();
+        // Copied into a buffer of its own even when the handler's body is one `Bytes` already:
+        // that `Bytes` may be a slice of a larger buffer, which the entry would keep alive
+        // uncounted, and the budget must count what the store holds.
         let body = match actix_web::body::to_bytes_limited(body, draft.limit).await {
             Ok(Ok(bytes)) => bytes,
             Ok(Err(err)) => {

@@ -5,6 +5,7 @@
 //! What must stay true: parsing never fails loudly. A malformed or non-UTF-8 header reads as
 //! "directive absent" / "no match", so bad input can only cost a cache hit, never an error.
 
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -56,7 +57,7 @@ impl Outcome {
         let ttl = entry.map(|e| (e.fresh_until_ms() as i128 - now_ms as i128).div_euclid(1000));
         let text = match (self, ttl) {
             // The hit and miss paths: no formatting machinery, one copy.
-            (Outcome::Hit, Some(ttl)) => return with_ttl("; hit; ttl=", ttl),
+            (Outcome::Hit, Some(ttl)) => return HIT_TTLS.get(ttl, || with_ttl("; hit; ttl=", ttl)),
             (Outcome::Collapsed, Some(ttl)) => {
                 format!("{CACHE_NAME}; hit; ttl={ttl}; detail=collapsed")
             }
@@ -90,8 +91,38 @@ impl Outcome {
     }
 }
 
+/// Header values that differ only by a small number of seconds (an `Age`, a hit's `ttl`), each
+/// made the first time it is needed and then shared: a clone is a reference count, where making
+/// one costs two allocations on every hit.
+pub(crate) struct SharedValues([OnceLock<HeaderValue>; SHARED_VALUES]);
+
+/// Seconds covered by a [`SharedValues`] table: an hour and a bit. Larger numbers are made per
+/// answer, as before.
+const SHARED_VALUES: usize = 4096;
+
+impl SharedValues {
+    const fn new() -> SharedValues {
+        SharedValues([const { OnceLock::new() }; SHARED_VALUES])
+    }
+
+    fn get(&self, n: i128, make: impl FnOnce() -> HeaderValue) -> HeaderValue {
+        match usize::try_from(n).ok().and_then(|i| self.0.get(i)) {
+            Some(slot) => slot.get_or_init(make).clone(),
+            None => make(),
+        }
+    }
+}
+
+static AGES: SharedValues = SharedValues::new();
+static HIT_TTLS: SharedValues = SharedValues::new();
+
+/// The `Age` field for `secs`.
+pub(crate) fn age(secs: u64) -> HeaderValue {
+    AGES.get(i128::from(secs), || HeaderValue::from(secs))
+}
+
 /// `cache-actix` + `middle` + `ttl`, written without `format!` (this runs on every hit and
-/// every miss).
+/// every miss; a hit's is shared through [`HIT_TTLS`]).
 fn with_ttl(middle: &str, ttl: i128) -> HeaderValue {
     let mut number = itoa::Buffer::new();
     let ttl = number.format(ttl);

@@ -17,7 +17,7 @@ use actix_web::{
     Error,
 };
 use cache_core::{encoding::Compression, Cache, CachePolicy};
-use futures_util::future::LocalBoxFuture;
+use futures_util::future::{Either, LocalBoxFuture};
 
 use crate::config::Config;
 use crate::config::HttpOptions;
@@ -225,20 +225,24 @@ where
 {
     type Response = ServiceResponse<BoxBody>;
     type Error = Error;
-    type Future = LocalBoxFuture<'static, Result<ServiceResponse<BoxBody>, Error>>;
+    /// A fast hit is ready at once and needs no boxed future.
+    type Future = Either<
+        Ready<Result<ServiceResponse<BoxBody>, Error>>,
+        LocalBoxFuture<'static, Result<ServiceResponse<BoxBody>, Error>>,
+    >;
 
     actix_service::forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let (req, known) = match fast_hit(&self.config, req) {
-            Ok(res) => return Box::pin(ready(Ok(res))),
+            Ok(res) => return Either::Left(ready(Ok(res))),
             Err(not_a_fast_hit) => not_a_fast_hit,
         };
         let flow = Flow {
             service: self.service.clone(),
             config: self.config.clone(),
         };
-        Box::pin(flow.run(req, known))
+        Either::Right(Box::pin(flow.run(req, known)))
     }
 }
 

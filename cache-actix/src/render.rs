@@ -67,11 +67,20 @@ pub(crate) fn render(
     let mut res = HttpResponse::with_body(status, BoxBody::new(()));
     let headers = res.headers_mut();
     match entry.http() {
+        // An entry that is not stored has no hit to prepare for. A stored one prepares its head
+        // at once, on its miss: the store has charged for it, so the budget stays true.
+        None if matches!(
+            outcome,
+            Outcome::Bypass(_) | Outcome::Miss { stored: false, .. }
+        ) =>
+        {
+            Head::write_unprepared(entry, headers, bodyless, now, chosen.coding)
+        }
         None => Head::write_for(entry, headers, bodyless, now, chosen.coding),
         Some(_) => write_stored_fields(entry, headers, bodyless, is_miss),
     }
     if !is_miss {
-        headers.insert(header::AGE, HeaderValue::from(entry.age_secs(now)));
+        headers.insert(header::AGE, h::age(entry.age_secs(now)));
     }
     let total = chosen.body.len();
     let body = match range {

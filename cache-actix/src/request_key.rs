@@ -19,17 +19,18 @@ use crate::config::Config;
 /// The primary key of a request: scheme, host, path and query; `None` when they exceed the
 /// key limit.
 pub(crate) fn primary_key(config: &Config, req: &ServiceRequest) -> Option<PrimaryKey> {
-    let authority = request_authority(req);
-    let path = req.uri().path().as_bytes();
-    let query = req.uri().query().unwrap_or_default().as_bytes();
-    if authority.len() + path.len() + query.len() > config.max_key_bytes {
-        return None;
-    }
-    Some(
-        config
-            .cache
-            .primary_key_with(&authority, path, query, config.query_order()),
-    )
+    with_authority(req, |authority| {
+        let path = req.uri().path().as_bytes();
+        let query = req.uri().query().unwrap_or_default().as_bytes();
+        if authority.len() + path.len() + query.len() > config.max_key_bytes {
+            return None;
+        }
+        Some(
+            config
+                .cache
+                .primary_key_with(authority, path, query, config.query_order()),
+        )
+    })
 }
 
 /// The scheme and host a request names, as actix reports them (`ConnectionInfo`, which is
@@ -37,13 +38,19 @@ pub(crate) fn primary_key(config: &Config, req: &ServiceRequest) -> Option<Prima
 /// `Forwarded` and `X-Forwarded-Host` / `-Proto` change what the handler sees, so they must
 /// change the key too; otherwise one client's forwarded host would be served to everyone.
 pub(crate) fn request_authority(req: &ServiceRequest) -> Vec<u8> {
+    with_authority(req, <[u8]>::to_vec)
+}
+
+/// Calls `f` with the request's `scheme://host` ([`request_authority`]), written on the stack
+/// when it is short: this runs on every hit.
+fn with_authority<R>(req: &ServiceRequest, f: impl FnOnce(&[u8]) -> R) -> R {
     let headers = req.headers();
     let forwarded = headers.contains_key(header::FORWARDED)
         || headers.contains_key(X_FORWARDED_HOST)
         || headers.contains_key(X_FORWARDED_PROTO);
     if forwarded {
         let info = req.connection_info();
-        return authority_of(info.scheme(), info.host());
+        return joined(info.scheme(), info.host(), f);
     }
     // Without forwarding headers `ConnectionInfo` falls back to these, in this order; reading
     // them here spares the hit path its parse and its allocations (a unit test holds the two
@@ -58,18 +65,28 @@ pub(crate) fn request_authority(req: &ServiceRequest) -> Vec<u8> {
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or_else(|| config.host());
-    authority_of(scheme, host)
+    joined(scheme, host, f)
 }
 
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-fn authority_of(scheme: &str, host: &str) -> Vec<u8> {
-    let mut authority = Vec::with_capacity(scheme.len() + 3 + host.len());
+/// `f(scheme + "://" + host)`.
+fn joined<R>(scheme: &str, host: &str, f: impl FnOnce(&[u8]) -> R) -> R {
+    let len = scheme.len() + 3 + host.len();
+    let mut stack = [0u8; 256];
+    if len <= stack.len() {
+        let (s, rest) = stack.split_at_mut(scheme.len());
+        s.copy_from_slice(scheme.as_bytes());
+        rest[..3].copy_from_slice(b"://");
+        rest[3..3 + host.len()].copy_from_slice(host.as_bytes());
+        return f(&stack[..len]);
+    }
+    let mut authority = Vec::with_capacity(len);
     authority.extend_from_slice(scheme.as_bytes());
     authority.extend_from_slice(b"://");
     authority.extend_from_slice(host.as_bytes());
-    authority
+    f(&authority)
 }
 
 /// The key of the variant of `primary` that a request with `headers` selects under `vary`.

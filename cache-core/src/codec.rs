@@ -85,7 +85,7 @@ pub fn encode(record: &Record) -> Vec<u8> {
                 None => out.push(0),
             }
             out.push(u8::from(e.shares_authorized) | u8::from(!e.shares_cookied) << 1);
-            match e.http {
+            match e.http.as_deref() {
                 Some(http) => {
                     out.push(1);
                     out.push(u8::from(http.must_revalidate) | u8::from(http.no_cache) << 1);
@@ -336,7 +336,7 @@ impl<'a> Reader<'a> {
             stored_at_ms,
             fresh_until_ms,
         );
-        entry.http = http;
+        entry.http = http.map(Box::new);
         entry.encoded = encoded.map(Box::new);
         entry.stale_while_revalidate_ms = stale_while_revalidate_ms;
         entry.stale_if_error_ms = stale_if_error_ms;
@@ -387,11 +387,11 @@ mod tests {
         e.shares_authorized = true;
         e.shares_cookied = false;
         let mut http = e.clone();
-        http.http = Some(HttpMeta {
+        http.http = Some(Box::new(HttpMeta {
             must_revalidate: true,
             no_cache: true,
             keep_until_ms: 1_700_003_600_000,
-        });
+        }));
         let json = Bytes::from("{\"id\":1,\"name\":\"kettle\"}".repeat(100));
         let mut compressed = e.clone();
         compressed.encoded = crate::encoding::Compression::new()

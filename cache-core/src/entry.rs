@@ -79,7 +79,8 @@ pub struct Entry {
     pub(crate) shares_cookied: bool,
     /// Set for entries stored under HTTP semantics (RFC 9111) rather than a policy: how they may
     /// be reused and how long they are kept for revalidation.
-    pub(crate) http: Option<HttpMeta>,
+    /// Boxed: most entries are a policy's, and 8 bytes beat 24 in every one of them.
+    pub(crate) http: Option<Box<HttpMeta>>,
     /// What a frontend prepared from this entry to answer hits faster (the actix middleware keeps
     /// the response headers here, built at the first answer). Not part of the stored value.
     pub(crate) prepared: Prepared,
@@ -337,7 +338,7 @@ impl Entry {
 
     /// How an entry stored under HTTP semantics may be reused; `None` for a policy's entry.
     pub fn http(&self) -> Option<HttpMeta> {
-        self.http
+        self.http.as_deref().copied()
     }
 
     /// The frontend's prepared form of this entry (the middleware's hit-path cache).
@@ -421,7 +422,7 @@ impl Entry {
 
     /// Marks it as stored under HTTP semantics.
     pub fn with_http(mut self, http: Option<HttpMeta>) -> Entry {
-        self.http = http;
+        self.http = http.map(Box::new);
         self
     }
 
@@ -445,7 +446,9 @@ impl Entry {
         let windows = self
             .fresh_until_ms
             .saturating_add(self.stale_while_revalidate_ms.max(self.stale_if_error_ms));
-        self.http.map_or(windows, |h| windows.max(h.keep_until_ms))
+        self.http
+            .as_deref()
+            .map_or(windows, |h| windows.max(h.keep_until_ms))
     }
 
     /// Whole seconds since it was stored (the `Age` header).

@@ -35,6 +35,9 @@ pub(crate) struct TagClocks {
     pruned_upto: AtomicU64,
     /// Tag -> (clock, wall time of the invalidation in ms).
     clocks: DashMap<String, (u64, u64)>,
+    /// The highest clock of any tag: an entry born at or after it is older than no tag's
+    /// invalidation, so the hit path can skip hashing its tags into `clocks`.
+    newest_tag_tick: AtomicU64,
     /// Longest `expires_at - stored_at` of any entry stored, in ms.
     longest_life_ms: AtomicU64,
 }
@@ -60,6 +63,7 @@ impl TagClocks {
             purged_at: AtomicU64::new(0),
             pruned_upto: AtomicU64::new(0),
             clocks: DashMap::new(),
+            newest_tag_tick: AtomicU64::new(0),
             longest_life_ms: AtomicU64::new(0),
         }
     }
@@ -77,6 +81,7 @@ impl TagClocks {
     {
         let wall = now_ms();
         for tag in tags {
+            self.newest_tag_tick.fetch_max(tick, Ordering::SeqCst);
             self.clocks
                 .entry(tag.into())
                 .and_modify(|c| *c = (c.0.max(tick), wall))
@@ -112,6 +117,8 @@ impl TagClocks {
         let tick = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
         let wall = now_ms();
         for tag in tags {
+            // Raised before the clock is written, and both before the caller hears of it.
+            self.newest_tag_tick.fetch_max(tick, Ordering::SeqCst);
             self.clocks.insert(tag.into(), (tick, wall));
         }
         tick
@@ -133,6 +140,9 @@ impl TagClocks {
             || self.pruned_upto.load(Ordering::SeqCst) > born
         {
             return false;
+        }
+        if self.newest_tag_tick.load(Ordering::SeqCst) <= born {
+            return true;
         }
         tags.into_iter()
             .all(|tag| self.clocks.get(tag).is_none_or(|clock| clock.0 <= born))

@@ -26,34 +26,98 @@ use crate::{CacheError, CacheKey, Entry, TierStats};
 /// Default budget: 64 MiB.
 pub(crate) const DEFAULT_MAX_BYTES: usize = 64 << 20;
 
-/// Fixed bytes charged per record on top of its payload: the entry struct and its `Arc`, the
-/// map slot and the queue slot, each doubled for the spare capacity of a growing table.
-/// Calibrated against the resident set size by `examples/src/bin/memory_overhead.rs`.
-pub(crate) const RECORD_OVERHEAD: usize =
-    size_of::<Entry>() + 16 + 2 * size_of::<(u128, Slot)>() + 2 * size_of::<(u128, u64)>();
+/// What one heap allocation of `n` bytes occupies under glibc's malloc: the request plus an
+/// 8-byte header, rounded up to 16, and never less than 32.
+const fn chunk(n: usize) -> usize {
+    if n == 0 {
+        return 0;
+    }
+    let c = (n + 8 + 15) & !15;
+    if c < 32 {
+        32
+    } else {
+        c
+    }
+}
 
-/// Bytes charged per header and per tag beyond their text: the `String`/`Bytes` handles in their
-/// `Vec` and the allocator's rounding of each small allocation.
-pub(crate) const ITEM_OVERHEAD: usize = 48;
+/// The `bytes` crate's shared header, made when a `Bytes` from a `Vec` is first cloned (a body
+/// is, by every answer).
+const SHARED: usize = chunk(24);
 
-/// Bytes charged per response for what a frontend prepares from it on its first answer
-/// ([`crate::entry::Prepared`]; the actix middleware keeps the response head there): the
-/// head's own allocation plus copies of `etag`, `cache-control` and `expires`...
-pub(crate) const PREPARED_OVERHEAD: usize = 192;
-/// ...and one actix header pair per stored header.
-pub(crate) const PREPARED_PER_HEADER: usize = 48;
+/// A map bucket (key and [`Slot`], plus its control byte), twice: a hash table that grows by
+/// doubling holds between one and two buckets per record, two at 1M records in 8 shards.
+const MAP_SLOT: usize = 2 * (size_of::<(u128, Slot)>() + 1);
 
-/// What a record costs the budget: its payload plus the measured bookkeeping around it.
+/// A queue item, twice for the spare capacity of a `VecDeque` that grows by doubling.
+const QUEUE_SLOT: usize = 2 * size_of::<(u128, u64)>();
+
+/// What a frontend prepares from a response on its first answer ([`crate::entry::Prepared`]):
+/// the actix middleware's head is a struct of this size behind an `Arc`...
+pub(crate) const PREPARED_STRUCT: usize = 112;
+/// ...a name and a span per stored header...
+pub(crate) const PREPARED_PER_HEADER: usize = 40;
+/// ...and one text buffer with every header value, the etag of each coding, `vary`, and at
+/// most this much for `cache-control` and `expires`.
+pub(crate) const PREPARED_FIXED_TEXT: usize = 56;
+
+/// What a record costs the budget: every allocation it holds, as the allocator sizes it, its
+/// share of the map and the queue, and the head a frontend prepares from it. Checked against
+/// the resident set size by `examples/src/bin/memory_overhead.rs`.
 fn charge(record: &Record) -> usize {
-    let (items, prepared) = match record {
-        Record::Response(entry) => (
-            entry.headers.len() + entry.tags.len() + entry.vary.len(),
-            PREPARED_OVERHEAD + entry.headers.len() * PREPARED_PER_HEADER,
-        ),
-        Record::Variants(variants) => (variants.vary.len(), 0),
-    };
-    // 32: rounding of the key, etag and body allocations.
-    record.payload_bytes() + RECORD_OVERHEAD + items * ITEM_OVERHEAD + 32 + prepared
+    let strings = |items: &[String]| items.iter().map(|t| chunk(t.len())).sum::<usize>();
+    match record {
+        Record::Response(e) => {
+            let headers: usize = e
+                .headers
+                .iter()
+                .map(|(name, value)| chunk(name.len()) + chunk(value.len()))
+                .sum();
+            let encoded = e.encoded.as_deref().map_or(0, |copies| {
+                [&copies.gzip, &copies.br]
+                    .into_iter()
+                    .flatten()
+                    .map(|copy| chunk(copy.len()) + SHARED)
+                    .sum::<usize>()
+                    + chunk(size_of::<crate::encoding::Encoded>())
+            });
+            let vary = if e.vary.is_empty() {
+                0
+            } else {
+                chunk(16 + e.vary.len() * size_of::<String>()) + strings(&e.vary)
+            };
+            let codings = 1 + if e.encoded.is_some() { 2 } else { 0 };
+            let head_text = e.headers.iter().map(|(_, v)| v.len()).sum::<usize>()
+                + codings * (e.etag.len() + 5)
+                + e.vary.iter().map(|v| v.len() + 2).sum::<usize>()
+                + PREPARED_FIXED_TEXT;
+            let prepared = chunk(16 + PREPARED_STRUCT)
+                + chunk(e.headers.len() * PREPARED_PER_HEADER)
+                + chunk(head_text)
+                + SHARED;
+            chunk(16 + size_of::<Entry>())
+                + chunk(16 + e.key.len())
+                + chunk(e.headers.capacity() * size_of::<(String, bytes::Bytes)>())
+                + headers
+                + chunk(e.body.len())
+                + SHARED
+                + encoded
+                + chunk(e.etag.len())
+                + chunk(e.tags.capacity() * size_of::<String>())
+                + strings(&e.tags)
+                + vary
+                + prepared
+                + MAP_SLOT
+                + QUEUE_SLOT
+        }
+        Record::Variants(v) => {
+            chunk(16 + size_of::<super::Variants>())
+                + chunk(16 + v.key.len())
+                + chunk(16 + v.vary.len() * size_of::<String>())
+                + strings(&v.vary)
+                + MAP_SLOT
+                + QUEUE_SLOT
+        }
+    }
 }
 
 /// Keys are already 128-bit hashes: hashing them again would waste the hit path's time.
@@ -78,10 +142,12 @@ impl Hasher for KeyHasher {
 
 type Map = DashMap<u128, Slot, BuildHasherDefault<KeyHasher>>;
 
+/// 32 bytes, so that a map bucket (`u128` key + slot) is 48 rather than 64.
 struct Slot {
     record: Record,
-    charge: usize,
     generation: u64,
+    /// What the record is charged; a record over 4 GiB is never admitted.
+    charge: u32,
     referenced: AtomicBool,
 }
 
@@ -198,6 +264,10 @@ impl MemoryStore {
     pub fn put_now(&self, key: &CacheKey, record: Record) {
         let charge = charge(&record);
         let hash = key.hash();
+        let Ok(slot_charge) = u32::try_from(charge) else {
+            self.remove_now(key);
+            return;
+        };
         if charge > self.budget() || now_ms() >= record.expires_at_ms() {
             self.remove_now(key);
             return;
@@ -206,18 +276,22 @@ impl MemoryStore {
         let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
         let slot = Slot {
             record,
-            charge,
             generation,
+            charge: slot_charge,
             referenced: AtomicBool::new(false),
         };
         if let Some(old) = self.inner.map.insert(hash, slot) {
-            self.inner.bytes.fetch_sub(old.charge, Ordering::Relaxed);
+            self.inner
+                .bytes
+                .fetch_sub(old.charge as usize, Ordering::Relaxed);
         }
         self.inner.bytes.fetch_add(charge, Ordering::Relaxed);
         queue.push_back((hash, generation));
         self.evict_over_budget(&mut queue);
         self.reclaim_front(&mut queue, 2);
-        if queue.len() > 2 * self.inner.map.len() + 64 {
+        // Counting the map reads every shard under its lock; once in 64 stores is enough to
+        // keep the queue within twice the map.
+        if generation.is_multiple_of(64) && queue.len() > 2 * self.inner.map.len() + 64 {
             let map = &self.inner.map;
             queue.retain(|(h, g)| map.get(h).is_some_and(|s| s.generation == *g));
         }
@@ -226,7 +300,9 @@ impl MemoryStore {
     /// Drops the record under `key`.
     pub fn remove_now(&self, key: &CacheKey) {
         if let Some((_, old)) = self.inner.map.remove(&key.hash()) {
-            self.inner.bytes.fetch_sub(old.charge, Ordering::Relaxed);
+            self.inner
+                .bytes
+                .fetch_sub(old.charge as usize, Ordering::Relaxed);
         }
     }
 
@@ -246,7 +322,7 @@ impl MemoryStore {
         self.inner.map.retain(|_, slot| {
             let keep = now < slot.record.expires_at_ms();
             if !keep {
-                bytes.fetch_sub(slot.charge, Ordering::Relaxed);
+                bytes.fetch_sub(slot.charge as usize, Ordering::Relaxed);
             }
             keep
         });
@@ -260,7 +336,9 @@ impl MemoryStore {
             .remove_if(&hash, |_, slot| slot.generation == generation)
         {
             Some((_, old)) => {
-                self.inner.bytes.fetch_sub(old.charge, Ordering::Relaxed);
+                self.inner
+                    .bytes
+                    .fetch_sub(old.charge as usize, Ordering::Relaxed);
                 true
             }
             None => false,
@@ -390,7 +468,7 @@ mod tests {
 
     #[test]
     fn referenced_entries_get_a_second_chance() {
-        let store = MemoryStore::new().max_bytes(10 * (1000 + RECORD_OVERHEAD + 96));
+        let store = MemoryStore::new().max_bytes(10 * charge(&record(&key(0), 1000)) + 100);
         for i in 0..8 {
             store.put_now(&key(i), record(&key(i), 1000));
         }
