@@ -52,14 +52,25 @@ pub(crate) struct Representation<'e> {
 impl<'e> Representation<'e> {
     /// The copy `asked` (the request's headers; `None`: nothing known of the client) accepts.
     pub(crate) fn of(entry: &'e Entry, asked: Option<&HeaderMap>) -> Representation<'e> {
-        let coding = match entry.encoded() {
-            Some(encoded) => Coding::choose(
-                asked
-                    .and_then(|h| h.get(header::ACCEPT_ENCODING))
-                    .map(|v| v.as_bytes()),
-                encoded,
-            ),
-            None => Coding::Identity,
+        let coding = match (entry.encoded(), asked) {
+            (Some(encoded), Some(asked)) => {
+                let mut lines = asked.get_all(header::ACCEPT_ENCODING);
+                match (lines.next(), lines.next()) {
+                    (None, _) => Coding::Identity,
+                    (Some(only), None) => Coding::choose(Some(only.as_bytes()), encoded),
+                    // Several lines are one list (RFC 9110 section 5.3); rare, so joined here
+                    // rather than on every request.
+                    (Some(_), Some(_)) => {
+                        let joined = asked
+                            .get_all(header::ACCEPT_ENCODING)
+                            .map(|v| v.as_bytes())
+                            .collect::<Vec<_>>()
+                            .join(&b","[..]);
+                        Coding::choose(Some(&joined), encoded)
+                    }
+                }
+            }
+            _ => Coding::Identity,
         };
         Representation {
             coding,
@@ -151,6 +162,12 @@ mod tests {
         assert!(br.etag.ends_with("-br\""));
         assert!(br.body.len() < plain.body.len());
         assert_eq!(coded_etag("W/\"x\"", Coding::Gzip), "W/\"x-gzip\"");
+        let mut two_lines = headers(&[("accept-encoding", "*")]);
+        two_lines.append(header::ACCEPT_ENCODING, HeaderValue::from_static("br;q=0"));
+        assert_eq!(
+            Representation::of(&e, Some(&two_lines)).coding,
+            Coding::Gzip
+        );
         assert_eq!(coded_etag("", Coding::Gzip), "");
     }
 }

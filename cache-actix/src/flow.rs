@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use actix_service::Service;
 use actix_web::{
-    body::{BoxBody, MessageBody},
+    body::{BodySize, BoxBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
     http::{
         header::{self, HeaderMap},
@@ -31,6 +31,7 @@ use actix_web::{
     },
     Error, HttpMessage,
 };
+use bytes::Bytes;
 use cache_core::{flight::Leader, time::now_ms, Cache, Entry, Event, Lookup, PrimaryKey};
 
 use crate::bypass::BypassReason;
@@ -464,7 +465,12 @@ where
         // Copied into a buffer of its own even when the handler's body is one `Bytes` already:
         // that `Bytes` may be a slice of a larger buffer, which the entry would keep alive
         // uncounted, and the budget must count what the store holds.
+        let exact = matches!(body.size(), BodySize::Sized(n) if n <= COLLECT_CHUNK);
         let body = match actix_web::body::to_bytes_limited(body, draft.limit).await {
+            // Collecting starts at 32 KiB (or the announced size) and doubles; a body that
+            // grew, or was streamed, is copied once more to its length, so that its buffer
+            // holds no slack the budget does not see.
+            Ok(Ok(bytes)) if !exact => Bytes::copy_from_slice(&bytes),
             Ok(Ok(bytes)) => bytes,
             Ok(Err(err)) => {
                 tracing::warn!(error = %err.into(), "response body failed");
@@ -539,6 +545,10 @@ where
         self.service.call(req)
     }
 }
+
+/// The buffer `to_bytes_limited` starts with at most (actix-http's `INITIAL_ALLOC_BYTES`): a
+/// body announced at or under it is collected into a buffer of exactly its size.
+const COLLECT_CHUNK: u64 = 32 * 1024;
 
 /// The handler's body failed, or was longer than it announced: nothing whole to answer with.
 /// The cache stands as a gateway to the handler here, so the answer is a 502 in both modes.

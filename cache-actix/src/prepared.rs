@@ -32,9 +32,14 @@ pub(crate) struct Head {
     fresh_expires: Span,
 }
 
-/// A byte range of [`Head::text`]; empty stands for an absent field.
-#[derive(Clone, Copy, Default)]
+/// A byte range of [`Head::text`]; [`Span::ABSENT`] stands for a field the head lacks (an empty
+/// span is an empty value, which a handler may send).
+#[derive(Clone, Copy)]
 struct Span(u32, u32);
+
+impl Span {
+    const ABSENT: Span = Span(1, 0);
+}
 
 impl Head {
     /// Writes the head of `entry` into `headers`, building it on the entry's first answer.
@@ -116,24 +121,24 @@ impl Head {
             }
         }
         let compressed = entry.encoded();
-        let mut etags = [Span::default(); 3];
+        let mut etags = [Span::ABSENT; 3];
         for coding in [Coding::Identity, Coding::Gzip, Coding::Br] {
             let held =
                 coding == Coding::Identity || compressed.and_then(|e| e.get(coding)).is_some();
-            if held {
+            if held && !entry.etag().is_empty() {
                 etags[coding.index()] =
                     span(&mut text, coded_etag(entry.etag(), coding).as_bytes());
             }
         }
         let vary = match vary_field(entry.vary(), compressed.is_some()) {
             Some(field) => span(&mut text, field.as_bytes()),
-            None => Span::default(),
+            None => Span::ABSENT,
         };
         let (cache_control, max_age) = h::cache_control(entry, entry.stored_at_ms());
         let fresh_cache_control = span(&mut text, cache_control.as_bytes());
         let fresh_expires = match h::expires_after(entry.stored_at_ms(), max_age) {
             Some(expires) => span(&mut text, expires.as_bytes()),
-            None => Span::default(),
+            None => Span::ABSENT,
         };
         // The estimate leaves room for the longest `cache-control`; give the rest back.
         text.shrink_to_fit();
@@ -153,7 +158,7 @@ impl Head {
     /// The value a span holds, if any.
     fn value(&self, span: Span) -> Option<HeaderValue> {
         let Span(start, end) = span;
-        if start == end {
+        if start > end {
             return None;
         }
         HeaderValue::from_maybe_shared(self.text.slice(start as usize..end as usize)).ok()
@@ -278,6 +283,7 @@ mod tests {
                 ("content-type".into(), "application/json".into()),
                 ("x-custom".into(), "one".into()),
                 ("x-custom".into(), "two".into()),
+                ("x-empty".into(), "".into()),
             ],
             body.clone(),
             stored_at,

@@ -13,7 +13,8 @@
 //!
 //! What must stay true: [`decode`] never panics and never allocates more than the input's length
 //! for any input (an identity body rebuilt from a compressed copy: at most the recorded length,
-//! itself bounded by the copy's size times deflate's largest ratio); a truncated, mutated, foreign or future-version value is an `Err`, so the
+//! itself bounded by [`MAX_DECODED_BODY`] and, for gzip, by the copy's size times deflate's
+//! largest ratio, and the buffer grows only as decoded bytes arrive); a truncated, mutated, foreign or future-version value is an `Err`, so the
 //! caller treats it as a miss. A new field means a new version number, never a silent reinterpretation.
 
 use std::sync::Arc;
@@ -117,6 +118,25 @@ pub fn encode(record: &Record) -> Vec<u8> {
     out.extend_from_slice(&sum.to_le_bytes());
     out
 }
+
+/// Whether `bytes` starts like a record of ours in a format version other than [`VERSION`]
+/// (another release's, during a rolling upgrade): a miss to leave in place, not garbage to
+/// delete.
+///
+/// ```
+/// use cache_core::codec;
+/// assert!(codec::is_other_version(&[b'C', b'A', b'R', codec::VERSION - 1, 1]));
+/// assert!(!codec::is_other_version(&[b'C', b'A', b'R', codec::VERSION, 1]));
+/// assert!(!codec::is_other_version(b"garbage"));
+/// ```
+pub fn is_other_version(bytes: &[u8]) -> bool {
+    bytes.len() > MAGIC.len() + 1 && &bytes[..3] == MAGIC && bytes[3] != VERSION
+}
+
+/// Largest identity body rebuilt from a compressed copy: far above any body the middleware
+/// stores (`max_body_bytes` is 1 MiB by default), and a bound on what a forged record can make
+/// a reader allocate.
+pub const MAX_DECODED_BODY: usize = 64 << 20;
 
 /// Decodes what [`encode`] wrote; anything else is `Err(CacheError::Corrupt)`.
 pub fn decode(bytes: &[u8]) -> Result<Record, CacheError> {
@@ -315,9 +335,13 @@ impl<'a> Reader<'a> {
                     gzip: copy(codings & 1 != 0)?,
                     br: copy(codings & 2 != 0)?,
                 };
-                // A copy expands at most ~1032x (deflate's limit; brotli's is similar), so a
-                // forged length cannot make us reserve more than the value could hold.
-                if identity_len > encoded.len().saturating_mul(1032).max(64) {
+                // A gzip copy expands at most ~1032x (deflate's limit); brotli has no such
+                // bound, so every record is also held to `MAX_DECODED_BODY`.
+                let gzip_bound = encoded
+                    .gzip
+                    .as_ref()
+                    .map_or(usize::MAX, |g| g.len().saturating_mul(1032).max(64));
+                if identity_len > gzip_bound.min(MAX_DECODED_BODY) {
                     return Err(corrupt("identity length out of range"));
                 }
                 let body = encoded

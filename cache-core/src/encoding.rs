@@ -51,7 +51,8 @@ impl Coding {
     /// header) and the copies `encoded` holds.
     ///
     /// The coding with the highest `q` among those held wins, br before gzip on a tie, and a
-    /// held coding beats identity unless the client ranks identity strictly higher. `q=0`
+    /// held coding beats identity unless the client ranks identity (named, or through `*`)
+    /// strictly higher. `q=0`
     /// refuses a coding; `*` stands for every coding not named. A value that cannot be read
     /// gets identity, which every client understands.
     ///
@@ -78,12 +79,10 @@ impl Coding {
             }
             let mut q = Some(1000);
             for param in parts {
-                let param = param.trim();
-                if let Some(v) = param
-                    .strip_prefix("q=")
-                    .or_else(|| param.strip_prefix("Q="))
-                {
-                    q = qvalue(v.trim());
+                if let Some((key, v)) = param.split_once('=') {
+                    if key.trim().eq_ignore_ascii_case("q") {
+                        q = qvalue(v.trim());
+                    }
                 }
             }
             // An unreadable weight refuses the item rather than guess at it.
@@ -102,7 +101,8 @@ impl Coding {
             *slot = Some(q);
         }
         let weight = |named: Option<u16>| named.or(star).unwrap_or(0);
-        let mut best = (Coding::Identity, identity.unwrap_or(0));
+        // `*` covers identity too when identity is not named (RFC 9110 section 12.5.3).
+        let mut best = (Coding::Identity, identity.or(star).unwrap_or(0));
         for (coding, q) in [(Coding::Br, weight(br)), (Coding::Gzip, weight(gzip))] {
             if q > 0
                 && encoded.get(coding).is_some()
@@ -172,7 +172,8 @@ impl Encoded {
     /// The identity body these copies were made from, decoded from gzip (the faster to decode)
     /// or else br; `None` when neither decodes to exactly `identity_len` bytes.
     pub fn decode(&self, identity_len: usize) -> Option<Bytes> {
-        let mut out = Vec::with_capacity(identity_len);
+        // Grown as bytes arrive rather than reserved whole: the length is the record's word.
+        let mut out = Vec::with_capacity(identity_len.min(4 * self.len() + 1024));
         // One byte past the expected length shows a copy that is longer than it should be.
         let limit = identity_len as u64 + 1;
         let read = if let Some(gzip) = &self.gzip {
@@ -274,7 +275,10 @@ impl Compression {
         if body.len() < self.min_bytes || body.is_empty() {
             return None;
         }
-        let smaller = |copy: Vec<u8>| (copy.len() < body.len()).then(|| Bytes::from(copy));
+        // Boxed to their length: a `Bytes` made from a `Vec` keeps its whole capacity, which
+        // the budget would not see.
+        let smaller =
+            |copy: Vec<u8>| (copy.len() < body.len()).then(|| Bytes::from(copy.into_boxed_slice()));
         let gzip = self.gzip_level.and_then(|level| {
             let mut encoder = flate2::write::GzEncoder::new(
                 Vec::with_capacity(body.len() / 3),
@@ -425,6 +429,26 @@ mod tests {
         );
         assert_eq!(choose("br;q=0.0001", &all), Coding::Identity);
         assert_eq!(choose(",,;, br ; q=0.8 ,", &all), Coding::Br);
+        assert_eq!(
+            choose("br; q = 0, gzip", &all),
+            Coding::Gzip,
+            "spaces around ="
+        );
+        assert_eq!(
+            choose("br;q=0.1, *", &all),
+            Coding::Gzip,
+            "* ranks gzip at 1"
+        );
+        let br_only = Encoded {
+            gzip: None,
+            br: all.br.clone(),
+        };
+        assert_eq!(
+            choose("br;q=0.1, *", &br_only),
+            Coding::Identity,
+            "* ranks identity at 1"
+        );
+        assert_eq!(choose("br;q=0.1, *;q=0.05", &all), Coding::Br);
         assert_eq!(Coding::choose(Some(&[0xff, 0xfe]), &all), Coding::Identity);
     }
 }

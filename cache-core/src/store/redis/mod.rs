@@ -568,13 +568,7 @@ impl RedisStore {
                 return Err(err);
             }
         };
-        match codec::decode_shared(&bytes::Bytes::from(bytes)) {
-            Ok(record) => Ok(Some(record)),
-            Err(err) => {
-                self.corrupt(key).await;
-                Err(err)
-            }
-        }
+        self.decoded(key, bytes).await
     }
 
     /// Whether this node's mirror of the clocks can vouch for `record`, which the
@@ -699,6 +693,19 @@ impl RedisStore {
             // Refused by the clocks: gone for everyone (a failure to delete only delays that).
             let _ = self.remove(key).await;
             return Ok(None);
+        }
+        self.decoded(key, value).await
+    }
+
+    /// The record a value holds. A value we cannot read is a miss; it is counted and deleted,
+    /// unless it is a record of another format version: during a rolling upgrade, old and new
+    /// nodes would otherwise delete each other's records on every read.
+    async fn decoded(&self, key: &CacheKey, value: Vec<u8>) -> Result<Option<Record>, CacheError> {
+        if codec::is_other_version(&value) {
+            self.shared.corrupt.fetch_add(1, Ordering::Relaxed);
+            return Err(CacheError::Corrupt(
+                "a record of another format version".into(),
+            ));
         }
         match codec::decode_shared(&bytes::Bytes::from(value)) {
             Ok(record) => Ok(Some(record)),
