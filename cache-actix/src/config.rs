@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use cache_core::{encoding::Compression, key::QueryOrder, Cache, CachePolicy};
 
+use crate::key_rules::KeyRules;
 use crate::responder::ResolvedPolicy;
 
 /// Default largest body stored: 1 MiB.
@@ -34,6 +35,8 @@ pub(crate) struct Config {
     pub(crate) http: Option<HttpOptions>,
     /// br/gzip copies made when a policy's response is stored.
     pub(crate) compression: Option<Compression>,
+    /// What the key leaves out (`ignore_query`, `allow_query`) and adds (`key_with`).
+    pub(crate) key_rules: KeyRules,
     /// Flight keys whose stale entry was served once: the next request refreshes them. Shared
     /// by every clone of one middleware, as its single-flights are shared through the cache.
     pub(crate) refresh_due: Arc<Mutex<HashSet<u128>>>,
@@ -52,6 +55,7 @@ impl Config {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             http: None,
             compression: None,
+            key_rules: KeyRules::default(),
             refresh_due: Arc::new(Mutex::new(HashSet::new())),
         }
     }
@@ -62,14 +66,7 @@ impl Config {
     /// decoded), so an encoded spelling of an excluded path cannot slip past the rules.
     pub(crate) fn scope_rule(&self, path: &str) -> Option<ResolvedPolicy> {
         let policy = self.default_policy.as_ref()?;
-        let covered = |prefix: &String| {
-            let prefix = prefix.trim_end_matches('/');
-            path == prefix
-                || path
-                    .strip_prefix(prefix)
-                    .is_some_and(|rest| rest.starts_with('/'))
-                || prefix.is_empty()
-        };
+        let covered = |prefix: &String| covers(prefix, path);
         if self.exclude.iter().any(covered) {
             return None;
         }
@@ -92,6 +89,18 @@ impl Config {
             _ => QueryOrder::ByDecodedName,
         }
     }
+}
+
+/// Whether `prefix` covers `path` in whole segments (`/api/a` covers `/api/a/1`, not
+/// `/api/ab`; an empty prefix covers everything): the scope rule's prefixes and the query
+/// allow-lists' both.
+pub(crate) fn covers(prefix: &str, path: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    prefix.is_empty()
+        || path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Options of the HTTP semantics mode. The defaults follow RFC 9111 for a shared cache, except

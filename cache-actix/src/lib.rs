@@ -41,6 +41,7 @@ mod directives;
 mod flow;
 mod headers;
 mod http_date;
+mod key_rules;
 mod middleware;
 mod prepared;
 mod render;

@@ -161,6 +161,67 @@ impl CacheMiddleware {
         self.edit(|c| c.compression = Some(compression))
     }
 
+    /// Leaves query parameters out of the key: names (`fbclid`) or prefixes (`utm_*`), matched
+    /// as actix's `web::Query` decodes them. Requests that differ only in those parameters share
+    /// one entry, so list only parameters no handler under the middleware reads: a parameter
+    /// that changes the page and is ignored here serves one client's page to another.
+    ///
+    /// ```
+    /// use cache_actix::{Cache, CacheMiddleware};
+    /// // `/p?id=1&utm_source=mail` and `/p?id=1&fbclid=x` are one entry; `/p?id=2` another.
+    /// let mw = CacheMiddleware::new(Cache::memory()).ignore_query(["utm_*", "fbclid"]);
+    /// ```
+    pub fn ignore_query<I, S>(self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.edit(|c| c.key_rules.ignore(names))
+    }
+
+    /// Keys only the listed query parameters (names or `prefix*` patterns) on paths under
+    /// `prefix` (whole segments, like [`CacheMiddleware::include`]); every other parameter there
+    /// is left out of the key. The longest prefix that covers a path decides; paths no prefix
+    /// covers keep their whole query. `ignore_query` still applies.
+    ///
+    /// ```
+    /// use cache_actix::{Cache, CacheMiddleware};
+    /// // Under /search only `q` and `page` tell pages apart.
+    /// let mw = CacheMiddleware::new(Cache::memory()).allow_query("/search", ["q", "page"]);
+    /// ```
+    pub fn allow_query<I, S>(self, prefix: impl Into<String>, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let prefix = prefix.into();
+        self.edit(|c| c.key_rules.allow(prefix, names))
+    }
+
+    /// Adds a value computed from the request to its key: a tenant, a role, a feature-flag
+    /// cohort. Requests with different values never share an entry; `None` adds nothing. This
+    /// is how pages for "signed in" and "anonymous" are cached apart without varying on every
+    /// token. The function runs on every request under the middleware (hits included), before
+    /// the handler, so it should be cheap and must not depend on what the handler does.
+    ///
+    /// A request with `Authorization` is still not stored unless its policy varies on
+    /// `Authorization` or says `public` (what is never stored does not change).
+    ///
+    /// ```
+    /// use cache_actix::{Cache, CacheMiddleware};
+    /// let mw = CacheMiddleware::new(Cache::memory()).key_with(|req| {
+    ///     // One entry for members, one for everyone else.
+    ///     Some(if req.headers().contains_key("x-member") { "member" } else { "anonymous" }.into())
+    /// });
+    /// ```
+    pub fn key_with<F>(self, f: F) -> Self
+    where
+        F: Fn(&ServiceRequest) -> Option<String> + Send + Sync + 'static,
+    {
+        let f: crate::key_rules::KeyWith = Arc::new(f);
+        self.edit(|c| c.key_rules.key_with = Some(f))
+    }
+
     /// Acts as an RFC 9111 shared HTTP cache for responses that carry no `#[cached]` policy:
     /// whether and how long they are kept comes from their own `Cache-Control`, `Expires`,
     /// `Vary` and validators, with no default ttl. See [`crate::HttpOptions`] for the defaults

@@ -18,18 +18,35 @@ use crate::config::Config;
 
 /// The primary key of a request: scheme, host, path and query; `None` when they exceed the
 /// key limit.
+///
+/// The middleware's key control applies here: parameters `ignore_query` and `allow_query` leave
+/// out are not keyed, and a `key_with` value is keyed after the host, behind a NUL byte, which
+/// no `Host` value can hold (so no host spells another host's tenant).
 pub(crate) fn primary_key(config: &Config, req: &ServiceRequest) -> Option<PrimaryKey> {
+    let rules = &config.key_rules;
+    let extra = rules.key_with.as_ref().and_then(|f| f(req));
     with_authority(req, |authority| {
-        let path = req.uri().path().as_bytes();
-        let query = req.uri().query().unwrap_or_default().as_bytes();
-        if authority.len() + path.len() + query.len() > config.max_key_bytes {
+        let path = req.uri().path();
+        let query = rules.query(path, req.uri().query().unwrap_or_default().as_bytes());
+        let extra_len = extra.as_ref().map_or(0, |e| e.len() + 1);
+        if authority.len() + extra_len + path.len() + query.len() > config.max_key_bytes {
             return None;
         }
-        Some(
+        let key = |host: &[u8]| {
             config
                 .cache
-                .primary_key_with(authority, path, query, config.query_order()),
-        )
+                .primary_key_with(host, path.as_bytes(), &query, config.query_order())
+        };
+        Some(match &extra {
+            None => key(authority),
+            Some(extra) => {
+                let mut host = Vec::with_capacity(authority.len() + 1 + extra.len());
+                host.extend_from_slice(authority);
+                host.push(0);
+                host.extend_from_slice(extra.as_bytes());
+                key(&host)
+            }
+        })
     })
 }
 

@@ -187,7 +187,11 @@ pub fn configure(
         .app_data(db)
         .service(
             web::scope("/api")
-                .wrap(CacheMiddleware::new(cache.clone()))
+                // Campaign and click-tracking parameters never change a page: one entry for
+                // `/api/products?utm_source=mail` and `/api/products`.
+                .wrap(
+                    CacheMiddleware::new(cache.clone()).ignore_query(["utm_*", "fbclid", "gclid"]),
+                )
                 .service(list_products)
                 .service(get_product)
                 .service(create_product)
