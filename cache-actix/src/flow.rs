@@ -198,10 +198,12 @@ where
                 .await;
             if let Some((authority, path)) = &target {
                 for (path, query) in http::invalidated_targets(authority, path, res.headers()) {
+                    // Keyed as a request for it would be (`key_with` aside: there is none).
+                    let query = self.config.key_rules.query(&path, query.as_bytes());
                     let primary = self.cache().primary_key_with(
                         authority,
                         path.as_bytes(),
-                        query.as_bytes(),
+                        &query,
                         self.config.query_order(),
                     );
                     self.purge(&primary, "a Location target").await;

@@ -64,11 +64,14 @@ impl KeyRules {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let names = names
-            .into_iter()
-            .map(|n| NamePattern::new(n.as_ref()))
-            .collect();
-        self.allowed.push((prefix, names));
+        // One list per prefix, as `include` reads it: `/search` and `/search/` are one prefix,
+        // and a second call for it adds names rather than replacing the first list.
+        let prefix = prefix.trim_end_matches('/').to_string();
+        let names = names.into_iter().map(|n| NamePattern::new(n.as_ref()));
+        match self.allowed.iter_mut().find(|(p, _)| *p == prefix) {
+            Some((_, list)) => list.extend(names),
+            None => self.allowed.push((prefix, names.collect())),
+        }
     }
 
     /// The query of a request to `path` as it is keyed: the parameters the rules keep, in the
@@ -85,6 +88,11 @@ impl KeyRules {
             return Cow::Borrowed(query);
         }
         let keep = |param: &[u8]| {
+            // Some origins (the HTTP mode's, not actix) split on `;` as well: a parameter that
+            // holds one might hide another name from this rule, so it is always keyed.
+            if param.contains(&b';') {
+                return true;
+            }
             let raw = param.split(|b| *b == b'=').next().unwrap_or_default();
             let decoded = percent_decode(raw, true);
             let name = String::from_utf8_lossy(&decoded);
@@ -139,6 +147,17 @@ mod tests {
             "whole segments only"
         );
         assert!(matches!(r.query("/p", b"id=1&b=2"), Cow::Borrowed(_)));
+        assert_eq!(
+            keyed(&r, "/p", "id=1&utm_source=x;id=2"),
+            "id=1&utm_source=x;id=2"
+        );
+        let mut nested = rules();
+        nested.allow("/search/".to_string(), ["sort"]);
+        assert_eq!(
+            keyed(&nested, "/search", "q=a&sort=1&x=2"),
+            "q=a&sort=1",
+            "lists merge"
+        );
         let plain = KeyRules::default();
         assert!(matches!(
             plain.query("/p", b"utm_source=1"),

@@ -162,7 +162,8 @@ impl CacheMiddleware {
     }
 
     /// Leaves query parameters out of the key: names (`fbclid`) or prefixes (`utm_*`), matched
-    /// as actix's `web::Query` decodes them. Requests that differ only in those parameters share
+    /// as actix's `web::Query` decodes them (a parameter holding a `;`, which some other
+    /// frameworks split on, is always keyed). Requests that differ only in those parameters share
     /// one entry, so list only parameters no handler under the middleware reads: a parameter
     /// that changes the page and is ignored here serves one client's page to another.
     ///
@@ -181,8 +182,9 @@ impl CacheMiddleware {
 
     /// Keys only the listed query parameters (names or `prefix*` patterns) on paths under
     /// `prefix` (whole segments, like [`CacheMiddleware::include`]); every other parameter there
-    /// is left out of the key. The longest prefix that covers a path decides; paths no prefix
-    /// covers keep their whole query. `ignore_query` still applies.
+    /// is left out of the key. The longest prefix that covers a path decides (by the path the
+    /// router matches, escapes decoded); calling it again for a prefix adds names to its list;
+    /// paths no prefix covers keep their whole query. `ignore_query` still applies.
     ///
     /// ```
     /// use cache_actix::{Cache, CacheMiddleware};
@@ -199,7 +201,10 @@ impl CacheMiddleware {
     }
 
     /// Adds a value computed from the request to its key: a tenant, a role, a feature-flag
-    /// cohort. Requests with different values never share an entry; `None` adds nothing. This
+    /// cohort. Requests with different values never share an entry. `None` adds nothing, so a
+    /// request for which the function returns `None` shares the entries of requests with no
+    /// tenant at all: when reading the value can fail, return a marker such as
+    /// `Some("unknown".into())` rather than `None`. This
     /// is how pages for "signed in" and "anonymous" are cached apart without varying on every
     /// token. The function runs on every request under the middleware (hits included), before
     /// the handler, so it should be cheap and must not depend on what the handler does.

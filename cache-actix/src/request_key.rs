@@ -27,7 +27,10 @@ pub(crate) fn primary_key(config: &Config, req: &ServiceRequest) -> Option<Prima
     let extra = rules.key_with.as_ref().and_then(|f| f(req));
     with_authority(req, |authority| {
         let path = req.uri().path();
-        let query = rules.query(path, req.uri().query().unwrap_or_default().as_bytes());
+        // The allow-list is chosen by the path the router matches (percent-escapes decoded),
+        // so an encoded spelling of a path gets that path's list, never a laxer one.
+        let routed = req.match_info().as_str();
+        let query = rules.query(routed, req.uri().query().unwrap_or_default().as_bytes());
         let extra_len = extra.as_ref().map_or(0, |e| e.len() + 1);
         if authority.len() + extra_len + path.len() + query.len() > config.max_key_bytes {
             return None;

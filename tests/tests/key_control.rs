@@ -154,3 +154,64 @@ async fn key_with_separates_roles_and_shares_within_one() {
     );
     assert_eq!(calls.0.load(Ordering::SeqCst), 2);
 }
+
+/// Attacker then victim: an encoded spelling of `/search` is routed to `/search`, so it must get
+/// `/search`'s allow-list, not the laxer one of `/`; otherwise the attacker's `q` would be
+/// dropped from the key and its page served for every `q`.
+#[actix_web::test]
+async fn an_encoded_path_gets_the_allow_list_of_the_path_it_is_routed_to() {
+    let calls = web::Data::new(Calls::default());
+    let app = test::init_service(
+        App::new().app_data(calls.clone()).service(
+            web::scope("")
+                .wrap(
+                    CacheMiddleware::new(Cache::memory())
+                        .allow_query("/", ["page"])
+                        .allow_query("/search", ["q"])
+                        .allow_query("/search/", ["page"]),
+                )
+                .route("/search", web::get().to(echo)),
+        ),
+    )
+    .await;
+    let attacker = get(&app, "/%73earch?q=attacker&page=1").await;
+    assert!(body(&attacker).contains("q=attacker"));
+    let victim = get(&app, "/%73earch?q=kettle&page=1").await;
+    assert_eq!(
+        victim.x_cache(),
+        "MISS",
+        "the attacker's page answered another q"
+    );
+    assert!(body(&victim).contains("q=kettle"));
+    // Control: the same q and page again is a HIT, and a parameter off the list shares it.
+    let again = get(&app, "/%73earch?page=1&q=kettle&sid=7").await;
+    assert_eq!((again.x_cache(), body(&again)), ("HIT", body(&victim)));
+}
+
+#[actix_web::test]
+async fn an_empty_key_with_value_is_not_the_absent_one() {
+    let app =
+        test::init_service(
+            App::new()
+                .app_data(web::Data::new(Calls::default()))
+                .service(
+                    web::scope("")
+                        .wrap(CacheMiddleware::new(Cache::memory()).key_with(|req| {
+                            req.headers().contains_key("x-empty").then(String::new)
+                        }))
+                        .route("/home", web::get().to(echo)),
+                ),
+        )
+        .await;
+    let absent = get(&app, "/home").await;
+    let empty = send(
+        &app,
+        test::TestRequest::get()
+            .uri("/home")
+            .insert_header(("x-empty", "1")),
+    )
+    .await;
+    assert_eq!(empty.x_cache(), "MISS");
+    assert_ne!(body(&empty), body(&absent));
+    assert_eq!(get(&app, "/home").await.x_cache(), "HIT");
+}
