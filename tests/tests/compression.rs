@@ -125,6 +125,24 @@ fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// The routes under a memory cache that compresses, with a fresh run counter.
+async fn compressed_app() -> impl actix_web::dev::Service<
+    actix_http::Request,
+    Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+    Error = actix_web::Error,
+> {
+    test::init_service(
+        App::new()
+            .app_data(web::Data::new(Calls::default()))
+            .service(
+                web::scope("")
+                    .wrap(CacheMiddleware::new(Cache::memory()).compress(Compression::new()))
+                    .configure(routes),
+            ),
+    )
+    .await
+}
+
 fn get(path: &str, accept: Option<&str>) -> test::TestRequest {
     let req = test::TestRequest::get().uri(path);
     match accept {
@@ -216,16 +234,7 @@ async fn every_hit_gets_the_coding_it_accepts_from_one_compressed_store() {
 
 #[actix_web::test]
 async fn a_validator_confirms_only_the_coding_it_names() {
-    let app = test::init_service(
-        App::new()
-            .app_data(web::Data::new(Calls::default()))
-            .service(
-                web::scope("")
-                    .wrap(CacheMiddleware::new(Cache::memory()).compress(Compression::new()))
-                    .configure(routes),
-            ),
-    )
-    .await;
+    let app = compressed_app().await;
     let br = send(&app, get("/json", Some("br"))).await;
     let identity = send(&app, get("/json", None)).await;
     let conditional = |etag: &str, accept: Option<&str>| {
@@ -263,16 +272,7 @@ async fn a_validator_confirms_only_the_coding_it_names() {
 
 #[actix_web::test]
 async fn bodies_that_should_not_be_compressed_are_served_as_the_handler_made_them() {
-    let app = test::init_service(
-        App::new()
-            .app_data(web::Data::new(Calls::default()))
-            .service(
-                web::scope("")
-                    .wrap(CacheMiddleware::new(Cache::memory()).compress(Compression::new()))
-                    .configure(routes),
-            ),
-    )
-    .await;
+    let app = compressed_app().await;
     for path in ["/small", "/png", "/no-transform"] {
         let first = send(&app, get(path, Some("br, gzip"))).await;
         let hit = send(&app, get(path, Some("br, gzip"))).await;
@@ -314,16 +314,7 @@ async fn the_l1_budget_counts_the_compressed_copies() {
         let _ = send(&app, get("/json", None)).await;
         assert_eq!(send(&app, get("/json", None)).await.x_cache(), "HIT");
     }
-    let app = test::init_service(
-        App::new()
-            .app_data(web::Data::new(Calls::default()))
-            .service(
-                web::scope("")
-                    .wrap(CacheMiddleware::new(Cache::memory()).compress(Compression::new()))
-                    .configure(routes),
-            ),
-    )
-    .await;
+    let app = compressed_app().await;
     let br = send(&app, get("/json", Some("br"))).await.body.len() as u64;
     let gzip = send(&app, get("/json", Some("gzip"))).await.body.len() as u64;
     let (with, without) = (on.stats().bytes, off.stats().bytes);
