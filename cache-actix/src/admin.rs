@@ -1,4 +1,4 @@
-//! The optional admin scope: purge a tag, a URL or everything, and read the stats as JSON.
+//! The optional admin scope: purge or soft-purge a tag, purge a URL or everything, and read the stats as JSON.
 //! Off unless you mount it; every route demands `Authorization: Bearer <token>`.
 //!
 //! What must stay true: every route authenticates before it reads anything of the request
@@ -31,6 +31,7 @@ struct AdminState {
 /// |---|---|
 /// | `GET {path}/stats` | the counters as JSON, and `in_sync` ([`Cache::in_sync`]) |
 /// | `POST {path}/purge/tag/{tag}` | `invalidate_tag(tag)` |
+/// | `POST {path}/soft-purge/tag/{tag}` | `soft_invalidate_tag(tag)`: stale, refreshed in the background |
 /// | `POST {path}/purge/url` with JSON `{"host": "...", "path": "/p?q=1"}` (and optionally `"scheme"`; both `http` and `https` without it) | drops one URL |
 /// | `POST {path}/purge/all` | `purge_all()` |
 ///
@@ -52,6 +53,7 @@ pub fn scope(path: &str, cache: Cache, token: impl Into<String>) -> Scope {
         .app_data(web::Data::new(state))
         .route("/stats", web::get().to(stats))
         .route("/purge/tag/{tag}", web::post().to(purge_tag))
+        .route("/soft-purge/tag/{tag}", web::post().to(soft_purge_tag))
         .route("/purge/url", web::post().to(purge_url))
         .route("/purge/all", web::post().to(purge_all))
 }
@@ -109,6 +111,17 @@ async fn purge_tag(
         return refused();
     }
     result(state.cache.invalidate_tag(tag.into_inner()).await)
+}
+
+async fn soft_purge_tag(
+    req: HttpRequest,
+    tag: web::Path<String>,
+    state: web::Data<AdminState>,
+) -> HttpResponse {
+    if !authorized(&req, &state) {
+        return refused();
+    }
+    result(state.cache.soft_invalidate_tag(tag.into_inner()).await)
 }
 
 #[derive(Deserialize)]

@@ -5,8 +5,6 @@
 //! (`Arc::make_mut`), so a setting made after a clone is kept on that clone and never lost, and
 //! a running service never sees its config change.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cache_core::{encoding::Compression, key::QueryOrder, Cache, CachePolicy};
@@ -37,9 +35,6 @@ pub(crate) struct Config {
     pub(crate) compression: Option<Compression>,
     /// What the key leaves out (`ignore_query`, `allow_query`) and adds (`key_with`).
     pub(crate) key_rules: KeyRules,
-    /// Flight keys whose stale entry was served once: the next request refreshes them. Shared
-    /// by every clone of one middleware, as its single-flights are shared through the cache.
-    pub(crate) refresh_due: Arc<Mutex<HashSet<u128>>>,
 }
 
 impl Config {
@@ -56,7 +51,6 @@ impl Config {
             http: None,
             compression: None,
             key_rules: KeyRules::default(),
-            refresh_due: Arc::new(Mutex::new(HashSet::new())),
         }
     }
 

@@ -4,7 +4,7 @@
 //! admission -> store -> render.
 //!
 //! - A method other than GET and HEAD passes, and a successful unsafe one purges its URL.
-//! - Reuse ([`rules::reuse`]): answer `HIT`; answer `STALE` (the next request refreshes);
+//! - Reuse ([`rules::reuse`]): answer `HIT`; answer `STALE` (refreshed in the background);
 //!   revalidate with the entry's validators; or fill.
 //! - A fill joins the single-flight of its variant ([`single_flight::elect`]): it leads and runs
 //!   the handler, or takes the leader's entry (`HIT`, collapsed).
@@ -32,12 +32,17 @@ use actix_web::{
     Error, HttpMessage,
 };
 use bytes::Bytes;
-use cache_core::{flight::Leader, time::now_ms, Cache, Entry, Event, Lookup, PrimaryKey};
+use cache_core::{
+    flight::{Join, Leader},
+    time::now_ms,
+    Cache, Entry, Event, Lookup, PrimaryKey,
+};
 
 use crate::bypass::BypassReason;
 use crate::compression::encode_for_store;
 use crate::config::Config;
 use crate::headers::Outcome;
+use crate::refresh;
 use crate::render::{answer, bypassed, client_conditionals, gateway_timeout, render};
 use crate::request_body;
 use crate::request_key::{primary_key, request_authority, variant_key};
@@ -73,7 +78,8 @@ pub(crate) fn fast_hit(
         return Err((req, Some(primary)));
     };
     // The same decision the full flow takes, on the entry as it stands now.
-    match rules::reuse(Lookup::Fresh(entry), req.headers(), false, now_ms()) {
+    // `fresh_in_l1` returned no entry a soft purge made stale.
+    match rules::reuse(Lookup::Fresh(entry), req.headers(), false, now_ms(), None) {
         Reuse::Fresh(entry) => {
             config.cache.record(Event::Hit);
             Ok(answer(req, &entry, Outcome::Hit))
@@ -144,7 +150,17 @@ where
         };
         // The reuse decision.
         let http_mode = self.config.http.is_some();
-        match rules::reuse(lookup, req.headers(), http_mode, now_ms()) {
+        let softened = match &lookup {
+            Lookup::Fresh(entry) | Lookup::Stale(entry) | Lookup::Retained(entry) => {
+                self.cache().softened_at(entry)
+            }
+            Lookup::Miss {
+                stale_if_error: Some(entry),
+                ..
+            } => self.cache().softened_at(entry),
+            Lookup::Miss { .. } => None,
+        };
+        match rules::reuse(lookup, req.headers(), http_mode, now_ms(), softened) {
             Reuse::Fresh(entry) => {
                 self.cache().record(Event::Hit);
                 tracing::debug!(path = req.path(), "cache hit");
@@ -222,8 +238,11 @@ where
         Ok(bypassed(self.call_inner(req).await?, reason))
     }
 
-    /// A stale entry inside its revalidate window: answer it at once, and let the next request
-    /// that finds it stale refresh it while the others keep getting the stale copy.
+    /// A stale entry inside its revalidate window: answered at once (`STALE`), and refreshed
+    /// once per variant in the background by the first GET that finds it so: that request leads
+    /// the variant's flight and hands itself to the refresh ([`refresh::take_over`]); others
+    /// get the stale copy until the refreshed entry is stored, and no client waits for it.
+    /// Where nothing can be spawned the first such request refreshes in the foreground.
     async fn stale(
         self,
         req: ServiceRequest,
@@ -231,26 +250,59 @@ where
         entry: Arc<Entry>,
     ) -> Result<ServiceResponse<BoxBody>, Error> {
         let flight = variant_key(&primary, entry.vary(), req.headers()).hash();
-        let refresh_now = {
-            let mut due = self
-                .config
-                .refresh_due
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if due.len() > 100_000 {
-                // Keys seen stale once and never again; forgetting them only delays a refresh.
-                due.clear();
+        let flights = self.cache().flights();
+        if req.method() == Method::GET && !flights.in_flight(flight) {
+            if !refresh::can_spawn() {
+                let vary = Some(entry.vary().clone());
+                return self.fill(req, primary, vary, Some(entry)).await;
             }
-            // The first sighting marks the entry due; the next one refreshes it.
-            !due.insert(flight) && due.remove(&flight)
-        };
-        if refresh_now && !self.cache().flights().in_flight(flight) {
-            let vary = Some(entry.vary().clone());
-            return self.fill(req, primary, vary, Some(entry)).await;
+            if let Join::Leader(leader) = flights.join(flight) {
+                return Ok(self.refresh_behind(req, primary, entry, leader));
+            }
         }
         self.cache().record(Event::StaleHit);
         tracing::debug!(path = req.path(), "stale hit (revalidate)");
         Ok(answer(req, &entry, Outcome::StaleRevalidate))
+    }
+
+    /// Answers `req` from the stale `entry` and spawns its refresh, which leads the flight:
+    /// a conditional request when the entry has validators (HTTP mode), else a fill. Waiters
+    /// see only what the refresh stores, whole, or run the handler themselves if it stores
+    /// nothing.
+    fn refresh_behind(
+        self,
+        req: ServiceRequest,
+        primary: PrimaryKey,
+        entry: Arc<Entry>,
+        leader: Leader<Arc<Entry>>,
+    ) -> ServiceResponse<BoxBody> {
+        self.cache().record(Event::StaleHit);
+        tracing::debug!(path = req.path(), "stale hit; refreshing in the background");
+        let (stand_in, refresh) = refresh::take_over(req);
+        let fill = Fill {
+            primary,
+            leader: Some(leader),
+            took_over: false,
+            vary_known: true,
+            asked: Asked::of(refresh.method(), refresh.headers()),
+            born: self.cache().begin_fill(),
+            request_ms: now_ms(),
+        };
+        let validators = entry.http().and_then(|_| http::validators(&entry));
+        let stale = entry.clone();
+        actix_web::rt::spawn(async move {
+            let refreshed = match validators {
+                Some(validators) => {
+                    self.run_revalidation(refresh, fill, stale, validators)
+                        .await
+                }
+                None => self.run_fill(refresh, fill, Some(stale)).await,
+            };
+            if let Err(err) = refreshed {
+                tracing::debug!(error = %err, "background refresh failed");
+            }
+        });
+        answer(stand_in, &entry, Outcome::StaleRevalidate)
     }
 
     /// Nothing stored answers: join the single-flight for the variant and run the handler, or
@@ -270,6 +322,16 @@ where
             Ok(fill) => fill,
             Err(entry) => return Ok(self.collapsed(req, &entry)),
         };
+        self.run_fill(req, fill, stale).await
+    }
+
+    /// Runs the handler for the flight `fill` leads (or alone), and stores what it may.
+    async fn run_fill(
+        self,
+        req: ServiceRequest,
+        fill: Fill,
+        stale: Option<Arc<Entry>>,
+    ) -> Result<ServiceResponse<BoxBody>, Error> {
         if fill.took_over {
             // Counted as a bypass (its reason is `lock-timeout`), not as a miss.
             self.cache().record(Event::Bypass);
@@ -301,7 +363,7 @@ where
     /// the entry, an error may be answered by it, anything else is a new response.
     async fn revalidate(
         self,
-        mut req: ServiceRequest,
+        req: ServiceRequest,
         primary: PrimaryKey,
         entry: Arc<Entry>,
         validators: Validators,
@@ -316,6 +378,17 @@ where
             Err(fresh) => return Ok(self.collapsed(req, &fresh)),
         };
         fill.born = born;
+        self.run_revalidation(req, fill, entry, validators).await
+    }
+
+    /// Sends the conditional request for the flight `fill` leads (or alone).
+    async fn run_revalidation(
+        self,
+        mut req: ServiceRequest,
+        fill: Fill,
+        entry: Arc<Entry>,
+        validators: Validators,
+    ) -> Result<ServiceResponse<BoxBody>, Error> {
         let conditionals = client_conditionals(req.headers());
         {
             let headers = req.headers_mut();

@@ -44,6 +44,7 @@ mod http_date;
 mod key_rules;
 mod middleware;
 mod prepared;
+mod refresh;
 mod render;
 mod request_body;
 mod request_key;

@@ -301,7 +301,7 @@ impl Cache {
                 Record::Variants(_) => return None,
             },
         };
-        let usable = self.is_valid(&entry) && entry.freshness(now_ms()) == Freshness::Fresh;
+        let usable = self.is_valid(&entry) && self.freshness(&entry, now_ms()) == Freshness::Fresh;
         if usable {
             Tier::add(&self.inner.stats.l1.hits);
         }
@@ -335,7 +335,7 @@ impl Cache {
                 vary,
             };
         };
-        match entry.freshness(now_ms()) {
+        match self.freshness(&entry, now_ms()) {
             Freshness::Fresh => Lookup::Fresh(entry),
             Freshness::StaleWhileRevalidate => Lookup::Stale(entry),
             Freshness::StaleIfError => Lookup::Miss {
@@ -389,7 +389,8 @@ impl Cache {
                 // have refilled since: drop it and look there.
                 Some(Record::Response(entry)) if !self.is_valid(&entry) => l1.remove_now(key),
                 Some(Record::Response(entry))
-                    if self.inner.l2.is_some() && entry.fresh_until_ms <= now_ms() =>
+                    if self.inner.l2.is_some()
+                        && self.freshness(&entry, now_ms()) != Freshness::Fresh =>
                 {
                     stale_copy = Some(Record::Response(entry));
                 }
@@ -639,6 +640,103 @@ impl Cache {
         self.tick(&tags).await?;
         tracing::debug!(?tags, "invalidated tags");
         Ok(())
+    }
+
+    /// Marks the entries stored under `tag` stale instead of dead (a soft purge), so that a
+    /// burst of requests after a write does not all reach the handler at once.
+    ///
+    /// # Guarantees
+    ///
+    /// When it resolves `Ok`, no later request on this node is answered as fresh from an entry
+    /// stored under `tag` before the call, nor from a fill that was in flight (its result counts
+    /// as softened too). Such an entry is stale from the call's time on, and its own windows
+    /// decide the rest: inside its `stale_while_revalidate` window the middleware answers it as
+    /// `STALE` at once and refreshes it once, in the background; inside `stale_if_error` it can
+    /// still stand in for a failed handler; outside every window it is a miss, as after
+    /// [`Cache::invalidate_tag`]. Other nodes as for `invalidate_tag`, with the same cost (one
+    /// clock, whatever the number of entries). A second soft purge of a tag restarts the stale
+    /// time of the entries still under it. If the L2 cannot be reached, this node's L1 is dropped
+    /// and the error returned, as for a hard invalidation.
+    ///
+    /// ```
+    /// # use cache_core::{Cache, Entry, Lookup};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let cache = Cache::memory();
+    /// let primary = cache.primary_key(b"shop.example", b"/products/1", b"");
+    /// let now = cache_core::time::now_ms();
+    /// // Fresh for a minute, then servable stale for 30 s while it is refreshed.
+    /// let entry = Entry::new(primary.cache_key().bytes(), 200, vec![], "v1".into(), now, now + 60_000)
+    ///     .with_stale_while_revalidate_ms(30_000)
+    ///     .with_born(cache.begin_fill())
+    ///     .with_tags(vec!["products".into()]);
+    /// cache.store(&primary, &primary.cache_key(), entry).await.unwrap();
+    /// cache.soft_invalidate_tag("products").await?;
+    /// let found = cache.lookup(&primary, |_| unreachable!()).await;
+    /// assert!(matches!(found, Lookup::Stale(_)), "stale, not gone");
+    /// # Ok::<(), cache_core::CacheError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn soft_invalidate_tag(&self, tag: impl Into<String>) -> Result<(), CacheError> {
+        self.soft_invalidate_tags([tag]).await
+    }
+
+    /// Soft-purges several tags at once: one clock tick, one round trip to a shared authority.
+    ///
+    /// # Guarantees
+    ///
+    /// The guarantees of [`Cache::soft_invalidate_tag`], for every tag given, with one tick; it
+    /// counts as one invalidation in [`Cache::stats`]. No tags is `Ok` and does nothing.
+    ///
+    /// ```
+    /// # use cache_core::Cache;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let cache = Cache::memory();
+    /// cache.soft_invalidate_tags(["product:1", "product:2"]).await?;
+    /// assert_eq!(cache.stats().invalidations, 1);
+    /// # Ok::<(), cache_core::CacheError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn soft_invalidate_tags<I, T>(&self, tags: I) -> Result<(), CacheError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        let tags: Vec<String> = tags.into_iter().map(Into::into).collect();
+        if tags.is_empty() {
+            return Ok(());
+        }
+        self.record(Event::Invalidation);
+        let Some(authority) = &self.inner.authority else {
+            self.inner.local.clocks.soften(tags.iter().cloned());
+            tracing::debug!(?tags, "soft-invalidated tags");
+            return Ok(());
+        };
+        match authority.soft_invalidate(&tags).await {
+            Ok(tick) => {
+                self.inner
+                    .local
+                    .clocks
+                    .apply_soft(tick, tags.iter().cloned());
+                tracing::debug!(?tags, "soft-invalidated tags");
+                Ok(())
+            }
+            Err(err) => Err(self.shared_tick_failed(err)),
+        }
+    }
+
+    /// When `entry` became stale through a soft purge of one of its tags (Unix ms), if it did.
+    // Hidden: only the cache-actix middleware calls it; public because that is another crate.
+    #[doc(hidden)]
+    pub fn softened_at(&self, entry: &Entry) -> Option<u64> {
+        self.inner
+            .local
+            .clocks
+            .softened_at(entry.born, entry.tags.iter().map(String::as_str))
+    }
+
+    /// Where `entry` is in its life at `now`, a soft purge counted as the end of its freshness.
+    fn freshness(&self, entry: &Entry, now: u64) -> Freshness {
+        entry.freshness_softened(now, self.softened_at(entry))
     }
 
     /// One clock tick for `tags`: in the shared clocks when the L2 keeps them (then here, at the

@@ -428,10 +428,27 @@ impl Entry {
 
     /// Where the entry stands at `now_ms`.
     pub fn freshness(&self, now_ms: u64) -> Freshness {
-        if now_ms < self.fresh_until_ms {
+        self.freshness_softened(now_ms, None)
+    }
+
+    /// [`Entry::freshness`] for an entry a soft purge made stale at `softened` (Unix ms), if
+    /// one did: its freshness ends there, and its stale windows count from there.
+    ///
+    /// ```
+    /// use cache_core::{Entry, Freshness};
+    ///
+    /// let entry = Entry::new(b"k".as_slice().into(), 200, vec![], "x".into(), 0, 60_000)
+    ///     .with_stale_while_revalidate_ms(10_000);
+    /// assert_eq!(entry.freshness_softened(5_000, None), Freshness::Fresh);
+    /// assert_eq!(entry.freshness_softened(5_000, Some(4_000)), Freshness::StaleWhileRevalidate);
+    /// assert_eq!(entry.freshness_softened(15_000, Some(4_000)), Freshness::Expired);
+    /// ```
+    pub fn freshness_softened(&self, now_ms: u64, softened: Option<u64>) -> Freshness {
+        let fresh_until = softened.map_or(self.fresh_until_ms, |at| at.min(self.fresh_until_ms));
+        if now_ms < fresh_until {
             return Freshness::Fresh;
         }
-        let past = now_ms - self.fresh_until_ms;
+        let past = now_ms - fresh_until;
         if past < self.stale_while_revalidate_ms {
             Freshness::StaleWhileRevalidate
         } else if past < self.stale_if_error_ms {

@@ -17,6 +17,11 @@
 //! whose L2 is a [`crate::ClockAuthority`] (Redis) starts at 0 instead and takes every tick from
 //! that store, which is the one authority; this process's clocks then only mirror it.
 //!
+//! A soft invalidation ([`TagClocks::soften`]) keeps a second clock per tag: an entry born before
+//! it stays valid but counts as stale from the soft invalidation's wall time on
+//! ([`TagClocks::softened_at`]), so its own stale windows decide what it may still answer. A
+//! later soft invalidation of the same tag restarts that time for the entries still under it.
+//!
 //! Nothing here is public but this explanation: the clocks are the [`crate::Cache`]'s, reached
 //! through its invalidation methods and, for an authority, through a [`crate::ClockLink`].
 
@@ -38,6 +43,10 @@ pub(crate) struct TagClocks {
     /// The highest clock of any tag: an entry born at or after it is older than no tag's
     /// invalidation, so the hit path can skip hashing its tags into `clocks`.
     newest_tag_tick: AtomicU64,
+    /// Tag -> (clock, wall time in ms) of its last soft invalidation.
+    soft: DashMap<String, (u64, u64)>,
+    /// The highest soft clock: an entry born at or after it was softened by no tag.
+    newest_soft_tick: AtomicU64,
     /// Longest `expires_at - stored_at` of any entry stored, in ms.
     longest_life_ms: AtomicU64,
 }
@@ -64,6 +73,8 @@ impl TagClocks {
             pruned_upto: AtomicU64::new(0),
             clocks: DashMap::new(),
             newest_tag_tick: AtomicU64::new(0),
+            soft: DashMap::new(),
+            newest_soft_tick: AtomicU64::new(0),
             longest_life_ms: AtomicU64::new(0),
         }
     }
@@ -87,6 +98,16 @@ impl TagClocks {
                 .and_modify(|c| *c = (c.0.max(tick), wall))
                 .or_insert((tick, wall));
         }
+        self.observe(tick);
+    }
+
+    /// Applies a soft invalidation made elsewhere: `tags` were softened at `tick`.
+    pub(crate) fn apply_soft<I, T>(&self, tick: u64, tags: I)
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.soften_at(tick, tags);
         self.observe(tick);
     }
 
@@ -122,6 +143,50 @@ impl TagClocks {
             self.clocks.insert(tag.into(), (tick, wall));
         }
         tick
+    }
+
+    /// Marks every entry stored so far under `tags` stale (not invalid), as one tick.
+    pub(crate) fn soften<I, T>(&self, tags: I) -> u64
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        let tick = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        self.soften_at(tick, tags);
+        tick
+    }
+
+    fn soften_at<I, T>(&self, tick: u64, tags: I)
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        let wall = now_ms();
+        for tag in tags {
+            self.newest_soft_tick.fetch_max(tick, Ordering::SeqCst);
+            self.soft
+                .entry(tag.into())
+                .and_modify(|c| {
+                    if tick >= c.0 {
+                        *c = (tick, wall);
+                    }
+                })
+                .or_insert((tick, wall));
+        }
+    }
+
+    /// When an entry born at `born` under `tags` became stale by a soft invalidation (Unix ms):
+    /// the earliest wall time among its tags softened after it was born, `None` if none was.
+    pub(crate) fn softened_at<'a, I>(&self, born: u64, tags: I) -> Option<u64>
+    where
+        I: IntoIterator<Item = &'a str>,
+    {
+        if self.newest_soft_tick.load(Ordering::SeqCst) <= born {
+            return None;
+        }
+        tags.into_iter()
+            .filter_map(|tag| self.soft.get(tag).and_then(|c| (c.0 > born).then_some(c.1)))
+            .min()
     }
 
     /// Invalidates everything stored so far.
@@ -167,6 +232,8 @@ impl TagClocks {
             keep
         });
         self.pruned_upto.fetch_max(dropped_max, Ordering::SeqCst);
+        // A soft clock past the horizon softens only entries that have expired.
+        self.soft.retain(|_, (_, wall)| *wall >= horizon);
         before.saturating_sub(self.clocks.len())
     }
 
@@ -248,6 +315,27 @@ mod tests {
         assert!(!clocks.is_valid(6, ["a"]));
         clocks.apply_purge(9);
         assert!(!clocks.is_valid(8, ["b"]));
+    }
+
+    #[test]
+    fn a_soft_invalidation_stales_older_entries_without_rejecting_them() {
+        let clocks = TagClocks::default();
+        let born = clocks.now(); // a fill starts (or an entry was stored)
+        assert_eq!(clocks.softened_at(born, ["a"]), None);
+        let before = now_ms();
+        clocks.soften(["a"]);
+        assert!(clocks.is_valid(born, ["a", "b"]), "soft keeps it valid");
+        let at = clocks.softened_at(born, ["b", "a"]).unwrap();
+        assert!(at >= before);
+        assert_eq!(clocks.softened_at(born, ["b"]), None);
+        // A fill begun after the soft invalidation is fresh.
+        assert_eq!(clocks.softened_at(clocks.now(), ["a"]), None);
+        // Mirrored clocks: an older message never moves a newer soft clock back.
+        let shared = TagClocks::shared();
+        shared.apply_soft(9, ["a"]);
+        shared.apply_soft(4, ["a"]);
+        assert!(shared.softened_at(5, ["a"]).is_some());
+        assert_eq!(shared.now(), 9);
     }
 
     #[test]

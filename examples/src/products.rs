@@ -3,8 +3,12 @@
 //!
 //! - `GET /api/products` (tag `products`), `GET /api/products/{id}` (tags `products`, `product:{id}`)
 //! - `POST /api/products`, `PUT /api/products/{id}`, `DELETE /api/products/{id}`: write, then invalidate
+//! - `GET /api/stats` (tag `stats`): counts and prices, which may lag a write by one refresh, so
+//!   writes soft-purge it: the next reader gets the old figures at once (`STALE`) while they are
+//!   recomputed in the background
 //! - `GET /api/me`: varies on `Authorization`, so every user gets their own entry
-//! - `/admin/...` (only when an admin token is configured): purge a tag, purge all, stats as JSON
+//! - `/admin/...` (only when an admin token is configured): purge or soft-purge a tag, purge
+//!   all, stats as JSON
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -100,6 +104,25 @@ async fn get_product(id: web::Path<u32>, db: web::Data<Db>) -> impl Responder {
     }
 }
 
+/// Figures over the whole catalog: worth a slow query, and fine to show one refresh late.
+#[cached(ttl = 300, tags = ["stats"], stale_while_revalidate = "10m")]
+#[get("/stats")]
+async fn catalog_stats(db: web::Data<Db>) -> impl Responder {
+    let (count, total): (usize, u64) = db
+        .read(|rows| (rows.len(), rows.values().map(|p| p.price_cents).sum()))
+        .await;
+    HttpResponse::Ok().json(serde_json::json!({ "products": count, "total_price_cents": total }))
+}
+
+/// After a write: the product pages and lists must never show the old data (hard), the
+/// catalog figures may for one refresh (soft: no burst of slow queries after each write).
+async fn after_write(cache: &Cache, id: Option<u32>) -> Result<(), cache_actix::CacheError> {
+    let mut tags = vec!["products".to_string()];
+    tags.extend(id.map(|id| format!("product:{id}")));
+    cache.invalidate_tags(tags).await?;
+    cache.soft_invalidate_tag("stats").await
+}
+
 #[post("/products")]
 async fn create_product(
     input: web::Json<ProductInput>,
@@ -116,7 +139,7 @@ async fn create_product(
         rows.insert(id, product.clone());
         product
     });
-    cache.invalidate_tag("products").await?;
+    after_write(&cache, None).await?;
     Ok(HttpResponse::Created().json(product))
 }
 
@@ -138,9 +161,7 @@ async fn update_product(
     let Some(product) = updated else {
         return Ok(HttpResponse::NotFound().json(serde_json::json!({ "error": "no such product" })));
     };
-    cache
-        .invalidate_tags([format!("product:{id}"), "products".to_string()])
-        .await?;
+    after_write(&cache, Some(id)).await?;
     Ok(HttpResponse::Ok().json(product))
 }
 
@@ -154,9 +175,7 @@ async fn delete_product(
     if db.write(|rows| rows.remove(&id)).is_none() {
         return Ok(HttpResponse::NotFound().json(serde_json::json!({ "error": "no such product" })));
     }
-    cache
-        .invalidate_tags([format!("product:{id}"), "products".to_string()])
-        .await?;
+    after_write(&cache, Some(id)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -193,6 +212,7 @@ pub fn configure(
                     CacheMiddleware::new(cache.clone()).ignore_query(["utm_*", "fbclid", "gclid"]),
                 )
                 .service(list_products)
+                .service(catalog_stats)
                 .service(get_product)
                 .service(create_product)
                 .service(update_product)

@@ -87,6 +87,57 @@ async fn miss_hit_update_miss() {
 }
 
 #[actix_web::test]
+async fn a_write_soft_purges_the_catalog_figures_and_hard_purges_the_pages() {
+    let (server, db, _) = start(None);
+    let client = awc::Client::default();
+    let stats = call(client.get(server.url("/api/stats")), None).await;
+    assert_eq!(
+        (stats.x_cache.as_str(), &stats.body["products"]),
+        ("MISS", &serde_json::json!(3))
+    );
+    call(client.get(server.url("/api/products")), None).await;
+    let created = call(
+        client.post(server.url("/api/products")),
+        Some(serde_json::json!({ "name": "Cup", "price_cents": 500 })),
+    )
+    .await;
+    assert_eq!(created.status, 201);
+    // The list is purged hard: the new product at once.
+    let list = call(client.get(server.url("/api/products")), None).await;
+    assert_eq!(
+        (list.x_cache.as_str(), list.body.as_array().map(Vec::len)),
+        ("MISS", Some(4))
+    );
+    // The figures are purged soft: the old ones at once, without waiting for the slow query...
+    let reads = db.reads();
+    let started = std::time::Instant::now();
+    let stale = call(client.get(server.url("/api/stats")), None).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(40),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (stale.x_cache.as_str(), &stale.body["products"]),
+        ("STALE", &serde_json::json!(3))
+    );
+    // ...and the new ones once the background refresh ran (one slow read).
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let fresh = loop {
+        let reply = call(client.get(server.url("/api/stats")), None).await;
+        if reply.x_cache == "HIT" || std::time::Instant::now() > deadline {
+            break reply;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (fresh.x_cache.as_str(), &fresh.body["products"]),
+        ("HIT", &serde_json::json!(4))
+    );
+    assert_eq!(db.reads(), reads + 1);
+}
+
+#[actix_web::test]
 async fn me_is_cached_per_user() {
     let (server, _, _) = start(None);
     let client = awc::Client::default();

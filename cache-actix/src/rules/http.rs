@@ -64,7 +64,13 @@ pub struct OriginUnreachable;
 /// request's `max-stale` or the response's `stale-while-revalidate` allows and nothing forbids
 /// it (`must-revalidate`, `no-cache`); else revalidate with its validators, or fill with it
 /// standing by for an error when it has none.
-pub(crate) fn reuse(entry: Arc<Entry>, meta: HttpMeta, request: &HeaderMap, now_ms: u64) -> Reuse {
+pub(crate) fn reuse(
+    entry: Arc<Entry>,
+    meta: HttpMeta,
+    request: &HeaderMap,
+    now_ms: u64,
+    softened: Option<u64>,
+) -> Reuse {
     if !servable(&entry, request) {
         return Reuse::Fill {
             vary: Some(entry.vary().clone()),
@@ -74,7 +80,8 @@ pub(crate) fn reuse(entry: Arc<Entry>, meta: HttpMeta, request: &HeaderMap, now_
     let ask = Directives::of(request, &header::CACHE_CONTROL);
     let client_no_cache = ask.no_cache || pragma_no_cache(request);
     let age_ms = now_ms.saturating_sub(entry.stored_at_ms());
-    let fresh_until = entry.fresh_until_ms();
+    // A soft purge ends freshness where it happened; the stale rules go on from there.
+    let fresh_until = softened.map_or(entry.fresh_until_ms(), |at| at.min(entry.fresh_until_ms()));
     let fresh = now_ms < fresh_until && !meta.no_cache;
     let young_enough = ask
         .max_age
@@ -99,20 +106,25 @@ pub(crate) fn reuse(entry: Arc<Entry>, meta: HttpMeta, request: &HeaderMap, now_
             return Reuse::StaleWhileRevalidate(entry);
         }
     }
+    match validators(&entry) {
+        Some(validators) => Reuse::Revalidate { entry, validators },
+        // Whether the entry may stand in for an error is decided when the error comes.
+        None => Reuse::Fill {
+            vary: Some(entry.vary().clone()),
+            stale: Some(entry),
+        },
+    }
+}
+
+/// What a conditional request for `entry` can send to its origin, if it has any validator.
+pub(crate) fn validators(entry: &Entry) -> Option<Validators> {
     let validators = Validators {
         etag: HeaderValue::from_str(entry.etag())
             .ok()
             .filter(|_| !entry.etag().is_empty()),
-        last_modified: stored(&entry, "last-modified"),
+        last_modified: stored(entry, "last-modified"),
     };
-    if validators.etag.is_none() && validators.last_modified.is_none() {
-        // Whether the entry may stand in for an error is decided when the error comes.
-        return Reuse::Fill {
-            vary: Some(entry.vary().clone()),
-            stale: Some(entry),
-        };
-    }
-    Reuse::Revalidate { entry, validators }
+    (validators.etag.is_some() || validators.last_modified.is_some()).then_some(validators)
 }
 
 /// Whether a stale HTTP-mode `entry` may answer in place of the error `res`: the entry allows

@@ -69,20 +69,28 @@ pub(crate) struct Validators {
 
 /// What a stored entry can do for a request with `request` headers at `now_ms`, given what the
 /// lookup found. `http_mode`: the middleware is an RFC 9111 cache, which honours the request's
-/// `only-if-cached`.
-pub(crate) fn reuse(lookup: Lookup, request: &HeaderMap, http_mode: bool, now_ms: u64) -> Reuse {
+/// `only-if-cached`. `softened`: when a soft purge made the entry stale (Unix ms), which ends its
+/// freshness there (the lookup has counted it for policy entries already).
+pub(crate) fn reuse(
+    lookup: Lookup,
+    request: &HeaderMap,
+    http_mode: bool,
+    now_ms: u64,
+    softened: Option<u64>,
+) -> Reuse {
+    let at = At { now_ms, softened };
     let reuse = match lookup {
         Lookup::Miss {
             stale_if_error: None,
             vary,
         } => Reuse::Fill { vary, stale: None },
-        Lookup::Fresh(entry) => by_entry(entry, Found::Fresh, request, now_ms),
-        Lookup::Stale(entry) => by_entry(entry, Found::StaleWhileRevalidate, request, now_ms),
-        Lookup::Retained(entry) => by_entry(entry, Found::Retained, request, now_ms),
+        Lookup::Fresh(entry) => by_entry(entry, Found::Fresh, request, at),
+        Lookup::Stale(entry) => by_entry(entry, Found::StaleWhileRevalidate, request, at),
+        Lookup::Retained(entry) => by_entry(entry, Found::Retained, request, at),
         Lookup::Miss {
             stale_if_error: Some(entry),
             vary,
-        } => by_entry(entry, Found::StaleIfError(vary), request, now_ms),
+        } => by_entry(entry, Found::StaleIfError(vary), request, at),
     };
     let answered = matches!(
         reuse,
@@ -94,10 +102,17 @@ pub(crate) fn reuse(lookup: Lookup, request: &HeaderMap, http_mode: bool, now_ms
     reuse
 }
 
+/// When a reuse decision is taken, and when a soft purge ended the entry's freshness.
+#[derive(Clone, Copy)]
+struct At {
+    now_ms: u64,
+    softened: Option<u64>,
+}
+
 /// The rules of the set that stored `entry`.
-fn by_entry(entry: Arc<Entry>, found: Found, request: &HeaderMap, now_ms: u64) -> Reuse {
+fn by_entry(entry: Arc<Entry>, found: Found, request: &HeaderMap, at: At) -> Reuse {
     match entry.http() {
-        Some(meta) => http::reuse(entry, meta, request, now_ms),
+        Some(meta) => http::reuse(entry, meta, request, at.now_ms, at.softened),
         None => policy::reuse(entry, found, request),
     }
 }
@@ -386,9 +401,12 @@ mod tests {
         let authorized = headers(&[("authorization", "Bearer a")]);
         let cookied = headers(&[("cookie", "sid=1")]);
         let fresh = || Lookup::Fresh(entry(10));
-        assert!(matches!(reuse(fresh(), &plain, false, 5), Reuse::Fresh(_)));
         assert!(matches!(
-            reuse(fresh(), &authorized, false, 5),
+            reuse(fresh(), &plain, false, 5, None),
+            Reuse::Fresh(_)
+        ));
+        assert!(matches!(
+            reuse(fresh(), &authorized, false, 5, None),
             Reuse::Fill {
                 vary: Some(_),
                 stale: None
@@ -396,11 +414,11 @@ mod tests {
         ));
         let scoped = Arc::new(Entry::clone(&entry(10)).with_shares_cookied(false));
         assert!(matches!(
-            reuse(Lookup::Fresh(scoped), &cookied, false, 5),
+            reuse(Lookup::Fresh(scoped), &cookied, false, 5, None),
             Reuse::Fill { .. }
         ));
         assert!(matches!(
-            reuse(fresh(), &cookied, false, 5),
+            reuse(fresh(), &cookied, false, 5, None),
             Reuse::Fresh(_)
         ));
     }
@@ -412,11 +430,17 @@ mod tests {
             stale_if_error: None,
             vary: None,
         };
-        assert!(matches!(reuse(miss(), &ask, true, 5), Reuse::OnlyIfCached));
-        assert!(matches!(reuse(miss(), &ask, false, 5), Reuse::Fill { .. }));
+        assert!(matches!(
+            reuse(miss(), &ask, true, 5, None),
+            Reuse::OnlyIfCached
+        ));
+        assert!(matches!(
+            reuse(miss(), &ask, false, 5, None),
+            Reuse::Fill { .. }
+        ));
         // A fresh entry answers it.
         assert!(matches!(
-            reuse(Lookup::Fresh(entry(10)), &ask, true, 5),
+            reuse(Lookup::Fresh(entry(10)), &ask, true, 5, None),
             Reuse::Fresh(_)
         ));
     }

@@ -159,6 +159,15 @@ pub trait ClockAuthority: Store {
     /// returns the tick.
     async fn invalidate(&self, tags: &[String]) -> Result<u64, CacheError>;
 
+    /// Softens `tags` in the shared clocks as one tick (their entries stay valid but stale,
+    /// [`crate::Cache::soft_invalidate_tag`]), tells every attached process
+    /// ([`ClockLink::softened`]), and returns the tick. Its checks (`put`, `get`) may refuse a
+    /// softened record as if it were invalidated: that costs a miss, never a stale answer taken
+    /// for a fresh one. The default is a hard [`ClockAuthority::invalidate`], the safe reading.
+    async fn soft_invalidate(&self, tags: &[String]) -> Result<u64, CacheError> {
+        self.invalidate(tags).await
+    }
+
     /// Invalidates everything stored so far, as one tick, tells every attached process, and
     /// returns the tick.
     async fn purge_clocks(&self) -> Result<u64, CacheError>;
@@ -227,6 +236,15 @@ impl ClockLink {
         T: Into<String>,
     {
         self.clocks.apply(tick, tags);
+    }
+
+    /// `tags` were softened at `tick` (by any process): their older entries are stale.
+    pub fn softened<I, T>(&self, tick: u64, tags: I)
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.clocks.apply_soft(tick, tags);
     }
 
     /// Everything was purged at `tick`.

@@ -19,6 +19,7 @@ pub(crate) struct Keys {
     pub(crate) life: String,
     pub(crate) index: String,
     pub(crate) clock_prefix: String,
+    pub(crate) soft_prefix: String,
     pub(crate) channel: String,
 }
 
@@ -40,6 +41,7 @@ impl Keys {
             life: format!("{base}:life"),
             index: format!("{base}:clocks"),
             clock_prefix: format!("{base}:t:"),
+            soft_prefix: format!("{base}:s:"),
             channel: format!("{base}:inv"),
             records: format!("ca:{name}:r:"),
         }
@@ -52,6 +54,13 @@ impl Keys {
 
     pub(crate) fn clock(&self, tag: &str) -> Vec<u8> {
         let mut key = self.clock_prefix.as_bytes().to_vec();
+        key.extend_from_slice(tag.as_bytes());
+        key
+    }
+
+    /// A tag's soft clock: the tick of its last soft invalidation.
+    pub(crate) fn soft_clock(&self, tag: &str) -> Vec<u8> {
+        let mut key = self.soft_prefix.as_bytes().to_vec();
         key.extend_from_slice(tag.as_bytes());
         key
     }

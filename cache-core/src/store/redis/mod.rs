@@ -732,7 +732,13 @@ impl RedisStore {
         tags: &[String],
         life: Option<u64>,
     ) -> Result<bool, CacheError> {
-        let clock_keys: Vec<Vec<u8>> = tags.iter().map(|t| keys.clock(t)).collect();
+        // A soft clock counts as a clock here: a softened record is a miss for whoever checks
+        // in Redis (subscribed processes serve it stale through their mirror instead).
+        let clock_keys: Vec<Vec<u8>> = tags
+            .iter()
+            .map(|t| keys.clock(t))
+            .chain(tags.iter().map(|t| keys.soft_clock(t)))
+            .collect();
         let keys = keys.clone();
         let reply = self
             .call(move |shared| async move {
@@ -902,43 +908,11 @@ impl Store for RedisStore {
 #[async_trait]
 impl ClockAuthority for RedisStore {
     async fn invalidate(&self, tags: &[String]) -> Result<u64, CacheError> {
-        let keys = self.keys()?;
-        let keys_for_prune = keys.clone();
-        let clock_keys: Vec<Vec<u8>> = tags.iter().map(|t| keys.clock(t)).collect();
-        let pieces = tag_pieces(tags);
-        let floor = self.shared.floor();
-        let result = self
-            .call(move |shared| async move {
-                let mut call = ScriptCall::new(&shared.scripts.invalidate);
-                call.key(&keys.seq)
-                    .key(&keys.life)
-                    .key(&keys.purged)
-                    .key(&keys.index);
-                for key in &clock_keys {
-                    call.key(key.as_slice());
-                }
-                call.arg(&keys.channel).arg(pieces).arg(floor).arg(now_ms());
-                run_replicated(&shared, &call, &keys.seq).await
-            })
-            .await;
-        let (tick, prune) = match result {
-            Ok(Value::Array(parts)) => {
-                let prune = match (parts.get(1).and_then(int), parts.get(2..)) {
-                    (Some(horizon), Some(old)) if !old.is_empty() => Some((horizon, old.to_vec())),
-                    _ => None,
-                };
-                (parts.first().cloned().ok_or(()), prune)
-            }
-            Ok(_) => (Err(()), None),
-            Err(err) => return self.tick_reply(Err(err)),
-        };
-        let tick = self.tick_reply(tick.map_err(|()| CacheError::Corrupt("bad tick".into())))?;
-        if let Some((horizon, old)) = prune {
-            // Housekeeping after the invalidation holds: a failure only leaves old clocks to a
-            // later invalidation.
-            let _ = self.prune(keys_for_prune, horizon, tick, old).await;
-        }
-        Ok(tick)
+        self.tick_clocks(tags, false).await
+    }
+
+    async fn soft_invalidate(&self, tags: &[String]) -> Result<u64, CacheError> {
+        self.tick_clocks(tags, true).await
     }
 
     async fn purge_clocks(&self) -> Result<u64, CacheError> {
@@ -976,6 +950,63 @@ impl ClockAuthority for RedisStore {
             // build() started it already; without it the L1 simply stays unused.
             Err(err) => tracing::error!(error = %err, "no invalidation subscription"),
         }
+    }
+}
+
+impl RedisStore {
+    /// One tick of the clocks of `tags` (their soft clocks when `soft`), published to every
+    /// process; old clocks the script names are pruned after.
+    async fn tick_clocks(&self, tags: &[String], soft: bool) -> Result<u64, CacheError> {
+        let keys = self.keys()?;
+        let keys_for_prune = keys.clone();
+        let clock_keys: Vec<Vec<u8>> = tags
+            .iter()
+            .map(|t| {
+                if soft {
+                    keys.soft_clock(t)
+                } else {
+                    keys.clock(t)
+                }
+            })
+            .collect();
+        let pieces = tag_pieces(tags);
+        let floor = self.shared.floor();
+        let result = self
+            .call(move |shared| async move {
+                let mut call = ScriptCall::new(&shared.scripts.invalidate);
+                call.key(&keys.seq)
+                    .key(&keys.life)
+                    .key(&keys.purged)
+                    .key(&keys.index);
+                for key in &clock_keys {
+                    call.key(key.as_slice());
+                }
+                call.arg(&keys.channel)
+                    .arg(pieces)
+                    .arg(floor)
+                    .arg(now_ms())
+                    .arg(if soft { "s" } else { "i" });
+                run_replicated(&shared, &call, &keys.seq).await
+            })
+            .await;
+        let (tick, prune) = match result {
+            Ok(Value::Array(parts)) => {
+                let prune = match (parts.get(1).and_then(int), parts.get(2..)) {
+                    (Some(horizon), Some(old)) if !old.is_empty() => Some((horizon, old.to_vec())),
+                    _ => None,
+                };
+                (parts.first().cloned().ok_or(()), prune)
+            }
+            Ok(_) => (Err(()), None),
+            Err(err) => return self.tick_reply(Err(err)),
+        };
+        let tick = self.tick_reply(tick.map_err(|()| CacheError::Corrupt("bad tick".into())))?;
+        if let Some((horizon, old)) = prune {
+            // Housekeeping after the invalidation holds: a failure only leaves old clocks to a
+            // later invalidation.
+            let _ = self.prune(keys_for_prune, horizon, tick, old).await;
+        }
+        Ok(tick)
     }
 }
 

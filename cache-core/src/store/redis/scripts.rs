@@ -9,12 +9,16 @@
 //!   `born` tick) and `t` (its tags as `len:tag` pieces), expiring on its own;
 //! - `ca:{<ns>}:seq`: the tick counter; `ca:{<ns>}:purged`: the tick of the last `purge_all`;
 //! - `ca:{<ns>}:t:<tag>`: the tick of the tag's last invalidation, with no expiry;
+//! - `ca:{<ns>}:s:<tag>`: the tick of the tag's last soft invalidation, indexed and pruned like
+//!   the clocks. `check` counts it as a clock: a softened record is a miss for a process that
+//!   checks in Redis, while subscribed processes serve it stale by their mirror of it;
 //! - `ca:{<ns>}:clocks`: a sorted set of those clock keys by the time (Unix ms) each was set. An
 //!   invalidation names a bounded number of clocks set more than the longest entry life plus an
 //!   hour ago (`ca:{<ns>}:life` holds that life) and `prune` drops them: no record they could
 //!   reject is still alive. The purge tick is raised to the highest tick dropped, so that a fill
 //!   begun before all of them is still refused;
-//! - channel `ca:{<ns>}:inv`: `i <tick> <len:tag...>` and `p <tick>` messages.
+//! - channel `ca:{<ns>}:inv`: `i <tick> <len:tag...>`, `s <tick> <len:tag...>` (soft) and
+//!   `p <tick>` messages.
 //!
 //! A record and the clocks that judge it may lie in different slots, so they are never read or
 //! written in one script. A store writes the record (`put`), then asks the clocks (`check`) and
@@ -133,8 +137,9 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 "#;
 
-/// `invalidate`: KEYS seq, life, purged, clock index, then one clock key per tag; ARGV channel,
-/// tags (`len:tag` pieces, for the message), the caller's highest seen tick, now (Unix ms).
+/// `invalidate`: KEYS seq, life, purged, clock index, then one clock key per tag (the soft
+/// clocks for a soft invalidation); ARGV channel, tags (`len:tag` pieces, for the message), the
+/// caller's highest seen tick, now (Unix ms), the message kind (`i`, or `s` for soft).
 /// Ticks, sets every clock (no expiry), publishes, and returns `{tick, horizon, old...}`: up to
 /// a few clocks set before the horizon, which no live record can need any more. The caller
 /// drops them with `prune`, which declares them (a script touches only the keys it is given).
@@ -145,7 +150,9 @@ for i = 5, #KEYS do
   redis.call('SET', KEYS[i], string.format('%d', tick))
   index(KEYS[4], now, KEYS[i])
 end
-redis.call('PUBLISH', ARGV[1], 'i ' .. string.format('%d', tick) .. ' ' .. ARGV[2])
+local kind = 'i'
+if ARGV[5] == 's' then kind = 's' end
+redis.call('PUBLISH', ARGV[1], kind .. ' ' .. string.format('%d', tick) .. ' ' .. ARGV[2])
 -- Clocks set before the horizon: every record they could reject has expired (a record lives at
 -- most `life`, and one stored after a clock was set was checked against it).
 local life = int(get(KEYS[2])) or 86400000

@@ -273,7 +273,8 @@ async fn resync(shared: &Shared, keys: &Keys, link: &ClockLink) -> Result<(), St
     }
 }
 
-/// Applies one message: `i <tick> <len:tag...>` or `p <tick>`. `false` if unreadable.
+/// Applies one message: `i <tick> <len:tag...>`, `s <tick> <len:tag...>` (a soft
+/// invalidation) or `p <tick>`. `false` if unreadable.
 fn apply(link: &ClockLink, payload: &[u8]) -> bool {
     let mut parts = payload.splitn(3, |b| *b == b' ');
     let (Some(kind), Some(tick)) = (parts.next(), parts.next()) else {
@@ -289,6 +290,13 @@ fn apply(link: &ClockLink, payload: &[u8]) -> bool {
         b"i" => match parse_pieces(parts.next().unwrap_or_default()) {
             Some(tags) => {
                 link.invalidated(tick, tags);
+                true
+            }
+            None => false,
+        },
+        b"s" => match parse_pieces(parts.next().unwrap_or_default()) {
+            Some(tags) => {
+                link.softened(tick, tags);
                 true
             }
             None => false,
