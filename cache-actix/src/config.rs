@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use cache_core::{encoding::Compression, key::QueryOrder, Cache, CachePolicy};
 
+use crate::downstream::TagHeader;
 use crate::key_rules::KeyRules;
 use crate::responder::ResolvedPolicy;
 
@@ -37,6 +38,8 @@ pub(crate) struct Config {
     pub(crate) compression: Option<Compression>,
     /// What the key leaves out (`ignore_query`, `allow_query`) and adds (`key_with`).
     pub(crate) key_rules: KeyRules,
+    /// The header answers from stored entries carry their tags in, for a CDN.
+    pub(crate) downstream: Option<TagHeader>,
     /// Flight keys whose stale entry was served once: the next request refreshes them. Shared
     /// by every clone of one middleware, as its single-flights are shared through the cache.
     pub(crate) refresh_due: Arc<Mutex<HashSet<u128>>>,
@@ -56,6 +59,7 @@ impl Config {
             http: None,
             compression: None,
             key_rules: KeyRules::default(),
+            downstream: None,
             refresh_due: Arc::new(Mutex::new(HashSet::new())),
         }
     }
