@@ -52,9 +52,11 @@ struct FieldTag {
 pub(crate) fn derive(input: DeriveInput) -> TokenStream {
     let mut errors = Errors::default();
     let type_prefix = type_prefix(&input.attrs, &mut errors);
+    // A rejected type prefix has its own error; its fields need not say it is missing.
+    let type_attr = input.attrs.iter().any(|a| a.path().is_ident(TYPE_ATTR));
     for attr in input.attrs.iter().filter(|a| a.path().is_ident(FIELD_ATTR)) {
-        errors.push(syn::Error::new(
-            attr.span(),
+        errors.push(syn::Error::new_spanned(
+            attr,
             "`#[cache_tag]` marks a field; on the type, write `#[cache_tags(prefix = \"...\")]`",
         ));
     }
@@ -89,8 +91,8 @@ pub(crate) fn derive(input: DeriveInput) -> TokenStream {
                 }),
             };
             for attr in field.attrs.iter().filter(|a| a.path().is_ident(TYPE_ATTR)) {
-                errors.push(syn::Error::new(
-                    attr.span(),
+                errors.push(syn::Error::new_spanned(
+                    attr,
                     "`#[cache_tags]` goes on the type; mark a field with `#[cache_tag]`",
                 ));
             }
@@ -103,9 +105,10 @@ pub(crate) fn derive(input: DeriveInput) -> TokenStream {
                     Some(own) => own.value(),
                     None => match &type_prefix {
                         Some(prefix) => prefix.value(),
+                        None if type_attr => continue,
                         None => {
-                            errors.push(syn::Error::new(
-                                attr.span(),
+                            errors.push(syn::Error::new_spanned(
+                                attr,
                                 "`#[cache_tag]` without a prefix takes the type's: add \
                                  `#[cache_tags(prefix = \"...\")]` to the type, or write \
                                  `#[cache_tag(prefix = \"...\")]`",
@@ -115,8 +118,8 @@ pub(crate) fn derive(input: DeriveInput) -> TokenStream {
                     },
                 };
                 if !prefixes_seen.insert(prefix.clone()) {
-                    errors.push(syn::Error::new(
-                        attr.span(),
+                    errors.push(syn::Error::new_spanned(
+                        attr,
                         format!("this field already gives a `{prefix}:` tag"),
                     ));
                     continue;
@@ -125,12 +128,13 @@ pub(crate) fn derive(input: DeriveInput) -> TokenStream {
                     Some(inner) => (inner.clone(), true),
                     None => (field.ty.clone(), false),
                 };
+                let span = value_ty.span();
                 tags.push(FieldTag {
                     member: member.clone(),
                     prefix,
                     value_ty,
                     optional,
-                    span: field.ty.span(),
+                    span,
                 });
             }
         }
@@ -205,8 +209,8 @@ fn type_prefix(attrs: &[Attribute], errors: &mut Errors) -> Option<LitStr> {
     let mut found: Option<LitStr> = None;
     for attr in attrs.iter().filter(|a| a.path().is_ident(TYPE_ATTR)) {
         if found.is_some() {
-            errors.push(syn::Error::new(
-                attr.span(),
+            errors.push(syn::Error::new_spanned(
+                attr,
                 "duplicate `#[cache_tags]`: give the type one prefix",
             ));
             continue;
@@ -214,8 +218,8 @@ fn type_prefix(attrs: &[Attribute], errors: &mut Errors) -> Option<LitStr> {
         match &attr.meta {
             syn::Meta::List(_) => {}
             _ => {
-                errors.push(syn::Error::new(
-                    attr.span(),
+                errors.push(syn::Error::new_spanned(
+                    attr,
                     "expected `#[cache_tags(prefix = \"...\")]`",
                 ));
                 continue;
@@ -223,8 +227,8 @@ fn type_prefix(attrs: &[Attribute], errors: &mut Errors) -> Option<LitStr> {
         }
         match prefix_arg(attr, TYPE_ATTR) {
             Ok(Some(prefix)) => found = Some(prefix),
-            Ok(None) => errors.push(syn::Error::new(
-                attr.span(),
+            Ok(None) => errors.push(syn::Error::new_spanned(
+                attr,
                 "expected `#[cache_tags(prefix = \"...\")]`",
             )),
             Err(err) => errors.push(err),
@@ -247,8 +251,8 @@ fn field_prefix(attr: &Attribute, errors: &mut Errors) -> Option<Option<LitStr>>
             }
         },
         syn::Meta::NameValue(_) => {
-            errors.push(syn::Error::new(
-                attr.span(),
+            errors.push(syn::Error::new_spanned(
+                attr,
                 "expected `#[cache_tag]` or `#[cache_tag(prefix = \"...\")]`",
             ));
             None
