@@ -124,7 +124,9 @@ mod tests {
         let mut spellings = std::collections::HashSet::new();
         for tag in &tags[..9] {
             let spelled = TagHeader::encode(tag);
-            assert!(spelled.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b','));
+            assert!(spelled
+                .bytes()
+                .all(|b| (0x21..=0x7e).contains(&b) && b != b','));
             assert!(spellings.insert(spelled.into_owned()), "{tag:?}");
         }
         for header in [TagHeader::SurrogateKey, TagHeader::CacheTag] {

@@ -55,19 +55,6 @@ mod single_flight;
 pub use bypass::BypassReason;
 /// Compressed copies of stored responses: see [`CacheMiddleware::compress`].
 pub use cache_core::encoding::{Coding, Compression};
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use cache_core::RedisStore;
-pub use cache_core::{
-    async_trait, parse_duration, Cache, CacheBuilder, CacheError, CacheKey, CachePolicy, Entry,
-    Event, Freshness, MemoryStore, PrimaryKey, Record, Stats, Store, TierStats, Variants,
-    Visibility,
-};
-/// For a custom [`Store`]: the versioned binary form of records, and the clock authority a
-/// store shared by several processes may take on.
-pub use cache_core::{codec, ClockAuthority, ClockLink};
-/// The `#[cached(...)]` attribute: see the crate README for every key.
-pub use cache_macros::cached;
 /// Model tags: the trait (below) and `#[derive(CacheTags)]` (its documentation is that of
 /// `cache_macros::CacheTags`) share the name, as serde's `Serialize` does.
 ///
@@ -93,6 +80,19 @@ pub use cache_macros::cached;
 /// assert_eq!(q.cache_tags(), ["product:1", "category:7", "brand:acme"]);
 /// ```
 pub use cache_core::CacheTags;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use cache_core::RedisStore;
+pub use cache_core::{
+    async_trait, parse_duration, Cache, CacheBuilder, CacheError, CacheKey, CachePolicy, Entry,
+    Event, Freshness, MemoryStore, PrimaryKey, Record, Stats, Store, TierStats, Variants,
+    Visibility,
+};
+/// For a custom [`Store`]: the versioned binary form of records, and the clock authority a
+/// store shared by several processes may take on.
+pub use cache_core::{codec, ClockAuthority, ClockLink};
+/// The `#[cached(...)]` attribute: see the crate README for every key.
+pub use cache_macros::cached;
 /// `#[derive(CacheTags)]`: see [`CacheTags`](trait@CacheTags).
 pub use cache_macros::CacheTags;
 pub use config::HttpOptions;

@@ -21,8 +21,8 @@ use futures_util::future::{Either, LocalBoxFuture};
 
 use crate::config::Config;
 use crate::config::HttpOptions;
-use crate::downstream::TagHeader;
 pub use crate::config::{DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_KEY_BYTES};
+use crate::downstream::TagHeader;
 use crate::flow::{fast_hit, Flow};
 
 /// Caches the responses of the services it wraps. Put it on an `App` or a `Scope`, inside any

@@ -165,7 +165,10 @@ impl Head {
         };
         let downstream = match tags {
             Some((kind, value)) => {
-                let index = DOWNSTREAM_KINDS.iter().position(|k| *k == kind).unwrap_or(0);
+                let index = DOWNSTREAM_KINDS
+                    .iter()
+                    .position(|k| *k == kind)
+                    .unwrap_or(0);
                 let start = span(&mut text, &[index as u8]).0;
                 let Span(_, end) = span(&mut text, value.as_bytes());
                 Span(start, end)
@@ -392,7 +395,10 @@ mod tests {
                     head.iter().filter(|(n, _)| n == "surrogate-key").collect();
                 assert_eq!(
                     keys,
-                    [&("surrogate-key".to_string(), "product:1 brand:Acme%20Corp".to_string())],
+                    [&(
+                        "surrogate-key".to_string(),
+                        "product:1 brand:Acme%20Corp".to_string()
+                    )],
                     "now {now}, bodyless {bodyless}"
                 );
                 assert!(!head.iter().any(|(n, _)| n == "cache-tag"));
@@ -400,17 +406,25 @@ mod tests {
         }
         // Never on an answer from an entry that is not stored.
         let unstored = entry.clone();
-        assert!(!written(&unstored, false, false, stored_at + 1, Coding::Identity)
-            .iter()
-            .any(|(n, v)| n == "surrogate-key" && v.contains("product")));
+        assert!(
+            !written(&unstored, false, false, stored_at + 1, Coding::Identity)
+                .iter()
+                .any(|(n, v)| n == "surrogate-key" && v.contains("product"))
+        );
         let cloudflare = entry.clone();
         Head::prepare(&cloudflare, TagHeader::CacheTag);
-        assert!(written(&cloudflare, true, false, stored_at + 1, Coding::Identity).contains(&(
-            "cache-tag".to_string(),
-            "product:1,brand:Acme%20Corp".to_string()
-        )));
+        assert!(
+            written(&cloudflare, true, false, stored_at + 1, Coding::Identity).contains(&(
+                "cache-tag".to_string(),
+                "product:1,brand:Acme%20Corp".to_string()
+            ))
+        );
         // The budget charges `PREPARED_STRUCT` for the head behind its `Arc`: the span that
         // holds the tags keeps it in the same allocator size class (16 B of counts, rounded to 16).
-        assert!(std::mem::size_of::<Head>() + 16 <= 120, "{}", std::mem::size_of::<Head>());
+        assert!(
+            std::mem::size_of::<Head>() + 16 <= 120,
+            "{}",
+            std::mem::size_of::<Head>()
+        );
     }
 }

@@ -15,8 +15,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{
-    Attribute, Data, DeriveInput, GenericArgument, Index, LitStr, Member, PathArguments,
-    Type,
+    Attribute, Data, DeriveInput, GenericArgument, Index, LitStr, Member, PathArguments, Type,
 };
 
 /// The type-level attribute.
