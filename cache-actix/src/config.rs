@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use cache_core::{encoding::Compression, key::QueryOrder, Cache, CachePolicy};
 
+use crate::downstream::TagHeader;
 use crate::key_rules::KeyRules;
 use crate::responder::ResolvedPolicy;
 
@@ -35,6 +36,8 @@ pub(crate) struct Config {
     pub(crate) compression: Option<Compression>,
     /// What the key leaves out (`ignore_query`, `allow_query`) and adds (`key_with`).
     pub(crate) key_rules: KeyRules,
+    /// The header answers from stored entries carry their tags in, for a CDN.
+    pub(crate) downstream: Option<TagHeader>,
 }
 
 impl Config {
@@ -51,6 +54,7 @@ impl Config {
             http: None,
             compression: None,
             key_rules: KeyRules::default(),
+            downstream: None,
         }
     }
 

@@ -42,6 +42,7 @@ use crate::bypass::BypassReason;
 use crate::compression::encode_for_store;
 use crate::config::Config;
 use crate::headers::Outcome;
+use crate::prepared::Head;
 use crate::refresh;
 use crate::render::{answer, bypassed, client_conditionals, gateway_timeout, render};
 use crate::request_body;
@@ -81,6 +82,7 @@ pub(crate) fn fast_hit(
     // `fresh_in_l1` returned no entry a soft purge made stale.
     match rules::reuse(Lookup::Fresh(entry), req.headers(), false, now_ms(), None) {
         Reuse::Fresh(entry) => {
+            prepare_downstream(config, &entry);
             config.cache.record(Event::Hit);
             Ok(answer(req, &entry, Outcome::Hit))
         }
@@ -148,6 +150,17 @@ where
                 .lookup(&primary, |vary| variant_key(&primary, vary, req.headers()))
                 .await
         };
+        if let Lookup::Fresh(entry)
+        | Lookup::Stale(entry)
+        | Lookup::Retained(entry)
+        | Lookup::Miss {
+            stale_if_error: Some(entry),
+            ..
+        } = &lookup
+        {
+            // Every answer from it below (hit, stale, stale-if-error, 304) carries its tags.
+            prepare_downstream(&self.config, entry);
+        }
         // The reuse decision.
         let http_mode = self.config.http.is_some();
         let softened = match &lookup {
@@ -442,6 +455,7 @@ where
 
     /// The answer of another request's fill.
     fn collapsed(&self, req: ServiceRequest, entry: &Entry) -> ServiceResponse<BoxBody> {
+        prepare_downstream(&self.config, entry);
         self.cache().record(Event::Hit);
         answer(req, entry, Outcome::Collapsed)
     }
@@ -491,6 +505,7 @@ where
             (updated, Ok(())) => {
                 let entry = match self.cache().store(&fill.primary, &key, updated).await {
                     Ok(stored) => {
+                        prepare_downstream(&self.config, &stored);
                         if let Some(leader) = fill.leader {
                             leader.complete(stored.clone());
                         }
@@ -590,6 +605,10 @@ where
                 vary_known: fill.vary_known,
             }
         };
+        if let Ok(stored) = &stored {
+            // Before the waiters get it: each of their answers carries its tags too.
+            prepare_downstream(&self.config, stored);
+        }
         match (fill.leader, &stored) {
             (Some(leader), Ok(stored)) => leader.complete(stored.clone()),
             (leader, _) => release(leader, fill.asked.head),
@@ -618,6 +637,16 @@ where
     fn call_inner(&self, req: ServiceRequest) -> S::Future {
         req.extensions_mut().insert(self.cache().clone());
         self.service.call(req)
+    }
+}
+
+/// With downstream tags on, prepares the head of a stored entry with them before it answers
+/// (see [`Head::prepare`]); without, nothing, so hits pay nothing for the option.
+fn prepare_downstream(config: &Config, entry: &Entry) {
+    match config.downstream {
+        // An HTTP-mode entry answers from its stored fields, never from a prepared head.
+        Some(header) if entry.http().is_none() => Head::prepare(entry, header),
+        _ => {}
     }
 }
 

@@ -38,6 +38,7 @@ mod bypass;
 mod compression;
 mod config;
 mod directives;
+mod downstream;
 mod flow;
 mod headers;
 mod http_date;
@@ -55,6 +56,31 @@ mod single_flight;
 pub use bypass::BypassReason;
 /// Compressed copies of stored responses: see [`CacheMiddleware::compress`].
 pub use cache_core::encoding::{Coding, Compression};
+/// Model tags: the trait (below) and `#[derive(CacheTags)]` (its documentation is that of
+/// `cache_macros::CacheTags`) share the name, as serde's `Serialize` does.
+///
+/// ```
+/// use cache_actix::CacheTags;
+///
+/// #[derive(CacheTags)]
+/// #[cache_tags(prefix = "product")]
+/// struct Product {
+///     #[cache_tag]
+///     id: u32,
+///     #[cache_tag(prefix = "category")]
+///     category_id: u32,
+///     /// Tagged only when `Some`.
+///     #[cache_tag(prefix = "brand")]
+///     brand: Option<String>,
+///     name: String,
+/// }
+///
+/// let p = Product { id: 1, category_id: 7, brand: None, name: "Lamp".into() };
+/// assert_eq!(p.cache_tags(), ["product:1", "category:7"]);
+/// let q = Product { brand: Some("acme".into()), ..p };
+/// assert_eq!(q.cache_tags(), ["product:1", "category:7", "brand:acme"]);
+/// ```
+pub use cache_core::CacheTags;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use cache_core::RedisStore;
@@ -68,7 +94,10 @@ pub use cache_core::{
 pub use cache_core::{codec, ClockAuthority, ClockLink};
 /// The `#[cached(...)]` attribute: see the crate README for every key.
 pub use cache_macros::cached;
+/// `#[derive(CacheTags)]`: see [`CacheTags`](trait@CacheTags).
+pub use cache_macros::CacheTags;
 pub use config::HttpOptions;
+pub use downstream::TagHeader;
 pub use headers::{CACHE_STATUS, CACHE_TAG, X_CACHE};
 pub use middleware::{
     CacheMiddleware, CacheService, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_BODY_BYTES,

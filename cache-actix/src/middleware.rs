@@ -22,6 +22,7 @@ use futures_util::future::{Either, LocalBoxFuture};
 use crate::config::Config;
 use crate::config::HttpOptions;
 pub use crate::config::{DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_KEY_BYTES};
+use crate::downstream::TagHeader;
 use crate::flow::{fast_hit, Flow};
 
 /// Caches the responses of the services it wraps. Put it on an `App` or a `Scope`, inside any
@@ -225,6 +226,45 @@ impl CacheMiddleware {
     {
         let f: crate::key_rules::KeyWith = Arc::new(f);
         self.edit(|c| c.key_rules.key_with = Some(f))
+    }
+
+    /// Sends each entry's tags to the caches downstream (a CDN) in `header`: `Surrogate-Key`
+    /// (Fastly, Varnish xkey; space-separated) or `Cache-Tag` (Cloudflare, Akamai;
+    /// comma-separated), so that the CDN can purge by the same tags as this cache. Off by default.
+    ///
+    /// - Sent on every answer from a stored entry: `HIT`, the `MISS` that stored it, `STALE`, a
+    ///   304 from it; not on a `BYPASS`, nor on a `MISS` that was not stored.
+    /// - The tags are the entry's own (a `#[cached]` policy's, [`crate::Cached::tag`],
+    ///   [`crate::Cached::tags_of`], a `cache-tag` response header): each once, never the
+    ///   cache's internal per-URL tag. An HTTP-mode entry has no tags, so it gets no header.
+    /// - A tag is spelled by [`TagHeader::encode`]: as it is, or percent-encoded where it holds
+    ///   a space, a comma, `%`, a control or non-ASCII byte. Forward that spelling from
+    ///   [`Cache::on_invalidate`] to the CDN's purge API.
+    /// - The header replaces one of that name the handler set. Mind the CDN's limits (Fastly
+    ///   and Cloudflare take about 16 KiB of tags per response).
+    /// - It is prepared with the entry's head, once per entry: middlewares that share one
+    ///   `Cache` should agree on it (the first to answer from an entry decides its header).
+    ///   Hits of a middleware without it pay nothing for it.
+    ///
+    /// ```
+    /// use actix_web::{web, App, HttpResponse};
+    /// use cache_actix::{Cache, CacheMiddleware, TagHeader};
+    ///
+    /// let cache = Cache::memory();
+    /// // Tell the CDN which tags were purged, in its spelling (queue it: the hook runs inside
+    /// // the invalidation call).
+    /// let (purges, queue) = std::sync::mpsc::channel::<String>();
+    /// cache.on_invalidate(move |tag| {
+    ///     let _ = purges.send(TagHeader::encode(tag).into_owned());
+    /// });
+    /// let app = App::new().service(
+    ///     web::scope("/api")
+    ///         .wrap(CacheMiddleware::new(cache).downstream_tags(TagHeader::SurrogateKey))
+    ///         .route("/list", web::get().to(|| async { HttpResponse::Ok().body("[]") })),
+    /// );
+    /// ```
+    pub fn downstream_tags(self, header: TagHeader) -> Self {
+        self.edit(|c| c.downstream = Some(header))
     }
 
     /// Acts as an RFC 9111 shared HTTP cache for responses that carry no `#[cached]` policy:

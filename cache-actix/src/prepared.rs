@@ -1,10 +1,14 @@
 //! The part of a cached answer that is the same for every hit on one entry, built once at its
 //! first answer and kept in the entry ([`cache_core::entry::Prepared`]): the stored headers as
-//! actix header types, `etag` (one per coding of a compressed entry), `vary`, and, while the
-//! entry is fresh, `cache-control` and `expires`.
+//! actix header types, `etag` (one per coding of a compressed entry), `vary`, while the entry is
+//! fresh `cache-control` and `expires`, and the downstream tag header when the middleware sends
+//! one ([`crate::CacheMiddleware::downstream_tags`]).
 //!
-//! What must stay true: a prepared head says exactly what rebuilding it from the entry would;
-//! only values that depend on the entry alone (never on the request or the clock) live here.
+//! What must stay true: a prepared head says exactly what rebuilding it from the entry would,
+//! plus the downstream tag header, which only a stored entry's answers carry (so an unprepared
+//! head never writes it); only values that depend on the entry alone (never on the request or
+//! the clock) live here. With downstream tags on, the flow prepares an entry's head
+//! ([`Head::prepare`]) before any answer from it, so no answer builds the head without them.
 
 use std::sync::Arc;
 
@@ -13,6 +17,7 @@ use bytes::Bytes;
 use cache_core::{encoding::Coding, Entry};
 
 use crate::compression::coded_etag;
+use crate::downstream::TagHeader;
 use crate::headers as h;
 
 /// The constant headers of the answers from one entry, in two allocations beside the struct:
@@ -30,7 +35,13 @@ pub(crate) struct Head {
     /// `cache-control` and `expires` while the entry is fresh (both fixed by its ttl).
     fresh_cache_control: Span,
     fresh_expires: Span,
+    /// The downstream tag header: one byte naming it ([`DOWNSTREAM_KINDS`]), then its value.
+    /// One span rather than a name and a span, so that the struct stays in its allocation size.
+    downstream: Span,
 }
+
+/// The header a [`Head::downstream`] span's first byte names, by index.
+const DOWNSTREAM_KINDS: [TagHeader; 2] = [TagHeader::SurrogateKey, TagHeader::CacheTag];
 
 /// A byte range of [`Head::text`]; [`Span::ABSENT`] stands for a field the head lacks (an empty
 /// span is an empty value, which a handler may send).
@@ -52,13 +63,23 @@ impl Head {
     ) {
         let prepared = entry
             .prepared()
-            .get_or_init(|| Arc::new(Head::build(entry)));
+            .get_or_init(|| Arc::new(Head::build(entry, None)));
         match prepared.downcast_ref::<Head>() {
             Some(head) => head.write(entry, headers, bodyless, now_ms, coding),
             // Only this module fills the slot, so this is a Head; rebuilding is the safe answer
             // should that ever change.
-            None => Head::build(entry).write(entry, headers, bodyless, now_ms, coding),
+            None => Head::build(entry, None).write(entry, headers, bodyless, now_ms, coding),
         }
+    }
+
+    /// Prepares the head of a stored `entry` with its tags in `downstream`, unless it is
+    /// prepared already (then it keeps what it has: an entry's head is made once). The flow
+    /// calls it before every answer from a stored entry when downstream tags are on; a no-op
+    /// after the first, one atomic load.
+    pub(crate) fn prepare(entry: &Entry, downstream: TagHeader) {
+        entry
+            .prepared()
+            .get_or_init(|| Arc::new(Head::build(entry, Some(downstream))));
     }
 
     /// Writes the same head as [`Head::write_for`] straight from `entry`, without preparing
@@ -104,8 +125,10 @@ impl Head {
         }
     }
 
-    fn build(entry: &Entry) -> Head {
-        let mut text = Vec::with_capacity(head_text_len(entry));
+    fn build(entry: &Entry, downstream: Option<TagHeader>) -> Head {
+        let tags = downstream.and_then(|kind| Some((kind, kind.value_of(entry.tags())?)));
+        let tags_len = tags.as_ref().map_or(0, |(_, value)| value.len() + 1);
+        let mut text = Vec::with_capacity(head_text_len(entry) + tags_len);
         let span = |text: &mut Vec<u8>, value: &[u8]| {
             let start = text.len();
             text.extend_from_slice(value);
@@ -140,6 +163,18 @@ impl Head {
             Some(expires) => span(&mut text, expires.as_bytes()),
             None => Span::ABSENT,
         };
+        let downstream = match tags {
+            Some((kind, value)) => {
+                let index = DOWNSTREAM_KINDS
+                    .iter()
+                    .position(|k| *k == kind)
+                    .unwrap_or(0);
+                let start = span(&mut text, &[index as u8]).0;
+                let Span(_, end) = span(&mut text, value.as_bytes());
+                Span(start, end)
+            }
+            None => Span::ABSENT,
+        };
         // The estimate leaves room for the longest `cache-control`; give the rest back.
         text.shrink_to_fit();
         let text = Bytes::from(text);
@@ -152,6 +187,7 @@ impl Head {
             vary,
             fresh_cache_control,
             fresh_expires,
+            downstream,
         }
     }
 
@@ -190,6 +226,14 @@ impl Head {
         }
         if let Some(vary) = self.value(self.vary) {
             headers.insert(header::VARY, vary);
+        }
+        // On a 304 too: a CDN that revalidates keeps the tags of what it holds up to date.
+        let Span(start, end) = self.downstream;
+        if start < end {
+            let kind = DOWNSTREAM_KINDS.get(usize::from(self.text[start as usize]));
+            if let (Some(kind), Some(value)) = (kind, self.value(Span(start + 1, end))) {
+                headers.insert(kind.name(), value);
+            }
         }
         if now_ms < entry.fresh_until_ms() {
             if let Some(cache_control) = self.value(self.fresh_cache_control) {
@@ -321,5 +365,66 @@ mod tests {
         }
         assert!(written(&compressed, true, false, stored_at, Coding::Br)
             .contains(&("content-encoding".to_string(), "br".to_string())));
+    }
+
+    #[test]
+    fn a_head_prepared_with_downstream_tags_writes_them_on_every_answer_and_fits_its_allocation() {
+        let key = PrimaryKey::new("", b"h", b"/p", b"");
+        let stored_at = 1_700_000_000_000;
+        let entry = Entry::new(
+            key.cache_key().bytes(),
+            200,
+            vec![("surrogate-key".into(), "from-the-handler".into())],
+            "body".into(),
+            stored_at,
+            stored_at + 30_000,
+        )
+        .with_tags(vec![
+            "product:1".into(),
+            "brand:Acme Corp".into(),
+            "product:1".into(),
+            key.url_tag(),
+        ]);
+        Head::prepare(&entry, TagHeader::SurrogateKey);
+        // A second preparation keeps what the first made.
+        Head::prepare(&entry, TagHeader::CacheTag);
+        for now in [stored_at + 1, stored_at + 31_000] {
+            for bodyless in [false, true] {
+                let head = written(&entry, true, bodyless, now, Coding::Identity);
+                let keys: Vec<&(String, String)> =
+                    head.iter().filter(|(n, _)| n == "surrogate-key").collect();
+                assert_eq!(
+                    keys,
+                    [&(
+                        "surrogate-key".to_string(),
+                        "product:1 brand:Acme%20Corp".to_string()
+                    )],
+                    "now {now}, bodyless {bodyless}"
+                );
+                assert!(!head.iter().any(|(n, _)| n == "cache-tag"));
+            }
+        }
+        // Never on an answer from an entry that is not stored.
+        let unstored = entry.clone();
+        assert!(
+            !written(&unstored, false, false, stored_at + 1, Coding::Identity)
+                .iter()
+                .any(|(n, v)| n == "surrogate-key" && v.contains("product"))
+        );
+        let cloudflare = entry.clone();
+        Head::prepare(&cloudflare, TagHeader::CacheTag);
+        assert!(
+            written(&cloudflare, true, false, stored_at + 1, Coding::Identity).contains(&(
+                "cache-tag".to_string(),
+                "product:1,brand:Acme%20Corp".to_string()
+            ))
+        );
+        // The budget charges `PREPARED_STRUCT` for the head behind its `Arc`: the span that
+        // holds the tags keeps it in the same allocator size class (16 B of counts, rounded to 16).
+        assert!(
+            std::mem::size_of::<Head>() + 16 <= 120,
+            "{}",
+            std::mem::size_of::<Head>()
+        );
     }
 }

@@ -10,7 +10,9 @@
 //!
 //! What must stay true: a 304 is sent only to a client that asked a conditional, and only for a
 //! stored 2xx; a 206 only for a stored complete 200; every answer from storage carries a fresh
-//! `Age`; `cache-tag` (ours, never the client's) never leaves.
+//! `Age`; the handler's `cache-tag` (ours, never the client's) never leaves: a `Cache-Tag` an
+//! answer carries is the middleware's downstream header ([`crate::TagHeader`]), written from the
+//! stored entry's tags by its prepared head.
 
 use actix_web::{
     body::{BoxBody, MessageBody},

@@ -5,7 +5,7 @@
 //! from the route's match info here, where the request is at hand.
 
 use actix_web::{body::BoxBody, HttpRequest, HttpResponse, Responder};
-use cache_core::CachePolicy;
+use cache_core::{CachePolicy, CacheTags};
 
 /// The policy of one response, tags filled in; read by the middleware from the extensions.
 #[derive(Debug, Clone)]
@@ -51,6 +51,46 @@ impl<R> Cached<R> {
     /// Adds a tag known at run time (taken as is: no `{name}` filling).
     pub fn tag(mut self, tag: impl Into<String>) -> Cached<R> {
         self.tags.push(tag.into());
+        self
+    }
+
+    /// Adds the tags of a value ([`CacheTags`], usually `#[derive(CacheTags)]`), so that
+    /// `cache.invalidate(&value)` after a change drops this response. A list of values adds
+    /// every element's tags (a page listing several products).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_web::{web, HttpResponse};
+    /// use cache_actix::{Cache, CachePolicy, CacheTags, Cached};
+    ///
+    /// #[derive(CacheTags, serde::Serialize)]
+    /// #[cache_tags(prefix = "product")]
+    /// struct Product {
+    ///     #[cache_tag]
+    ///     id: u32,
+    ///     #[cache_tag(prefix = "category")]
+    ///     category_id: u32,
+    /// }
+    ///
+    /// /// Stored under `product:1` and `category:7` for product 1 of category 7.
+    /// async fn show(id: web::Path<u32>) -> Cached<HttpResponse> {
+    ///     let product = Product { id: *id, category_id: 7 };
+    ///     let policy = CachePolicy::new(Duration::from_secs(60));
+    ///     Cached::new(HttpResponse::Ok().json(&product), policy).tags_of(&product)
+    /// }
+    ///
+    /// /// After the change, the next GET of the page runs `show` again.
+    /// async fn rename(id: web::Path<u32>, cache: Cache) -> actix_web::Result<&'static str> {
+    ///     let product = Product { id: *id, category_id: 7 };
+    ///     cache.invalidate(&product).await?;
+    ///     Ok("renamed")
+    /// }
+    /// let app = actix_web::App::new()
+    ///     .route("/products/{id}", web::get().to(show))
+    ///     .route("/products/{id}", web::post().to(rename));
+    /// ```
+    pub fn tags_of<T: CacheTags + ?Sized>(mut self, value: &T) -> Cached<R> {
+        self.tags.extend(value.cache_tags());
         self
     }
 

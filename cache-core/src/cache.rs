@@ -5,12 +5,14 @@
 //! whose tags are valid by the clocks; `invalidate_tag` resolves only after the clock ticked, so
 //! every later lookup on this node rejects what was stored (or is being filled) under the tag.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::entry::{Entry, Freshness};
 use crate::flight::Flights;
 use crate::key::{CacheKey, KeySeed, PrimaryKey, QueryOrder};
+use crate::model_tags::CacheTags;
 use crate::stats::{Event, Recorder, Stats, Tier};
 use crate::store::{ClockAuthority, ClockLink, MemoryStore, Record, Store, Variants};
 use crate::tags::TagClocks;
@@ -52,7 +54,13 @@ struct Inner {
     stores_since_prune: AtomicU64,
     /// When the last full sweep of expired clocks and L1 records ran (Unix ms).
     last_sweep_ms: AtomicU64,
+    /// The [`Cache::on_invalidate`] hooks. Replaced whole on registration, so a notification
+    /// holds the lock only to clone the `Arc` and runs the hooks with no lock held.
+    invalidate_hooks: RwLock<Arc<[InvalidateHook]>>,
 }
+
+/// A hook registered with [`Cache::on_invalidate`].
+type InvalidateHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// A response cache. Cheap to clone: clones share everything.
 ///
@@ -180,6 +188,7 @@ impl CacheBuilder {
                 stats: Recorder::default(),
                 stores_since_prune: AtomicU64::new(0),
                 last_sweep_ms: AtomicU64::new(now_ms()),
+                invalidate_hooks: RwLock::new(Arc::from(Vec::new())),
             }),
         }
     }
@@ -637,7 +646,10 @@ impl Cache {
             return Ok(());
         }
         self.record(Event::Invalidation);
-        self.tick(&tags).await?;
+        let ticked = self.tick(&tags).await;
+        // After the local part, which `tick` has done whether or not the authority answered.
+        self.notify_invalidated(&tags);
+        ticked?;
         tracing::debug!(?tags, "invalidated tags");
         Ok(())
     }
@@ -706,22 +718,24 @@ impl Cache {
             return Ok(());
         }
         self.record(Event::Invalidation);
-        let Some(authority) = &self.inner.authority else {
-            self.inner.local.clocks.soften(tags.iter().cloned());
-            tracing::debug!(?tags, "soft-invalidated tags");
-            return Ok(());
-        };
-        match authority.soft_invalidate(&tags).await {
-            Ok(tick) => {
-                self.inner
-                    .local
-                    .clocks
-                    .apply_soft(tick, tags.iter().cloned());
-                tracing::debug!(?tags, "soft-invalidated tags");
+        let result = match &self.inner.authority {
+            None => {
+                self.inner.local.clocks.soften(tags.iter().cloned());
                 Ok(())
             }
-            Err(err) => Err(self.shared_tick_failed(err)),
-        }
+            Some(authority) => match authority.soft_invalidate(&tags).await {
+                Ok(tick) => {
+                    let clocks = &self.inner.local.clocks;
+                    clocks.apply_soft(tick, tags.iter().cloned());
+                    Ok(())
+                }
+                Err(err) => Err(self.shared_tick_failed(err)),
+            },
+        };
+        // The hooks hear of it whether or not the L2 part succeeded, as for a hard one.
+        self.notify_invalidated(&tags);
+        tracing::debug!(?tags, "soft-invalidated tags");
+        result
     }
 
     /// When `entry` became stale through a soft purge of one of its tags (Unix ms), if it did.
@@ -763,6 +777,129 @@ impl Cache {
         self.record(Event::Error);
         tracing::warn!(error = %err, "shared invalidation failed; dropped this node's L1");
         err
+    }
+
+    /// Invalidates the tags of a value ([`CacheTags`], usually `#[derive(CacheTags)]`): the
+    /// pages stored with `Cached::tags_of(&value)`, or under a `#[cached]` tag spelled the same
+    /// way, are dropped. The tags are read at the call, so the returned future does not borrow
+    /// `value` (and is `Send` whatever `T` is).
+    ///
+    /// # Guarantees
+    ///
+    /// Those of [`Cache::invalidate_tags`] for the value's tags (one tick; a value without tags
+    /// is `Ok` and does nothing), and the [`Cache::on_invalidate`] hooks see each of them.
+    ///
+    /// ```
+    /// # use cache_core::{Cache, CacheTags, Entry, Lookup};
+    /// # async fn fill(cache: &Cache, path: &str, tags: Vec<String>) -> bool {
+    /// #     let primary = cache.primary_key(b"shop.example", path.as_bytes(), b"");
+    /// #     let now = cache_core::time::now_ms();
+    /// #     let entry = Entry::new(primary.cache_key().bytes(), 200, vec![], "body".into(), now, now + 60_000)
+    /// #         .with_born(cache.begin_fill())
+    /// #         .with_tags(tags);
+    /// #     cache.store(&primary, &primary.cache_key(), entry).await.is_ok()
+    /// # }
+    /// # async fn answered(cache: &Cache, path: &str) -> bool {
+    /// #     let primary = cache.primary_key(b"shop.example", path.as_bytes(), b"");
+    /// #     matches!(cache.lookup(&primary, |_| unreachable!()).await, Lookup::Fresh(_))
+    /// # }
+    /// // What `#[derive(CacheTags)]` writes for a product with `#[cache_tag] id`.
+    /// struct Product { id: u32 }
+    /// impl CacheTags for Product {
+    ///     fn cache_tags(&self) -> Vec<String> { vec![format!("product:{}", self.id)] }
+    /// }
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// // `fill` stands for a request whose response the middleware stores under the tags given,
+    /// // `answered` for a request the cache answers.
+    /// let cache = Cache::memory();
+    /// let (one, two) = (Product { id: 1 }, Product { id: 2 });
+    /// assert!(fill(&cache, "/products/1", one.cache_tags()).await);
+    /// assert!(fill(&cache, "/products/2", two.cache_tags()).await);
+    /// cache.invalidate(&one).await?;
+    /// assert!(!answered(&cache, "/products/1").await);
+    /// assert!(answered(&cache, "/products/2").await);
+    /// # Ok::<(), cache_core::CacheError>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn invalidate<T: CacheTags + ?Sized>(
+        &self,
+        value: &T,
+    ) -> impl Future<Output = Result<(), CacheError>> + Send + '_ {
+        self.invalidate_tags(value.cache_tags())
+    }
+
+    /// Registers a hook that receives every tag this `Cache` (this handle and its clones)
+    /// invalidates: through [`Cache::invalidate_tag`], [`Cache::invalidate_tags`] and
+    /// [`Cache::invalidate`], for instance to forward it to a CDN's purge API (with
+    /// `cache_actix::TagHeader::encode`, the spelling the CDN was sent). There is no HTTP
+    /// client here: queue the tag and send it from a task of yours, since the hook runs inside
+    /// the invalidation call.
+    ///
+    /// - Each hook is called once per distinct tag of a call, in the order given, after the
+    ///   local invalidation is done and whether or not the L2 part succeeded (an `Err` from a
+    ///   shared authority still dropped this node's L1, and a CDN copy is as stale as ours).
+    /// - Only invalidations made through this `Cache` are seen, not those other nodes make and
+    ///   Redis delivers: each invalidation is forwarded once, by the node that made it.
+    /// - Not seen: URL purges (a successful POST/PUT/PATCH/DELETE, [`Cache::purge_url`]) and
+    ///   [`Cache::purge_all`], which invalidate no tag; nor the cache's internal per-URL tags
+    ///   ([`PrimaryKey::url_tag`], which start with NUL), if passed to `invalidate_tag`.
+    /// - Several hooks may be registered; they run in the order registered. A hook that panics
+    ///   is logged and skipped (the other hooks still run, and the invalidation's result is
+    ///   returned as if it had not panicked); no lock is held while hooks run, so nothing is
+    ///   poisoned, and a hook may itself register hooks or invalidate (mind the recursion).
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use cache_core::Cache;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let cache = Cache::memory();
+    /// let purges = Arc::new(Mutex::new(Vec::new()));
+    /// let queue = purges.clone();
+    /// cache.on_invalidate(move |tag| queue.lock().unwrap().push(tag.to_string()));
+    /// cache.invalidate_tags(["product:1", "category:7", "product:1"]).await?;
+    /// assert_eq!(*purges.lock().unwrap(), ["product:1", "category:7"]);
+    /// # Ok::<(), cache_core::CacheError>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn on_invalidate<F>(&self, hook: F)
+    where
+        F: Fn(&str) + Send + Sync + 'static,
+    {
+        let mut hooks = self
+            .inner
+            .invalidate_hooks
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut all: Vec<InvalidateHook> = hooks.iter().cloned().collect();
+        all.push(Arc::new(hook));
+        *hooks = Arc::from(all);
+    }
+
+    /// Hands `tags` to every [`Cache::on_invalidate`] hook: each distinct tag once, in order,
+    /// internal per-URL tags left out. Call it after the local invalidation is done.
+    pub(crate) fn notify_invalidated(&self, tags: &[String]) {
+        let hooks = Arc::clone(
+            &self
+                .inner
+                .invalidate_hooks
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if hooks.is_empty() {
+            return;
+        }
+        let mut seen = std::collections::HashSet::with_capacity(tags.len());
+        for tag in tags {
+            if tag.starts_with('\0') || !seen.insert(tag.as_str()) {
+                continue;
+            }
+            for hook in hooks.iter() {
+                let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(tag)));
+                if called.is_err() {
+                    tracing::error!(tag = %tag, "an on_invalidate hook panicked; skipped");
+                }
+            }
+        }
     }
 
     /// Drops every variant of one resource (what a successful POST/PUT/PATCH/DELETE does to its

@@ -3,8 +3,8 @@
 //! What lives here: cache keys ([`key`]), policies ([`policy`]), stored responses and their
 //! freshness ([`entry`]), their compressed copies ([`encoding`]), the [`Store`] trait a backend implements and [`ClockAuthority`] for one
 //! that keeps the tag clocks of every process sharing it, the bounded [`MemoryStore`], the record
-//! format of shared stores ([`codec`]), tag clocks ([`tags`]), counters ([`stats`]) and the
-//! [`Cache`] handle that ties them together. Nothing here knows about HTTP frameworks; the
+//! format of shared stores ([`codec`]), tag clocks ([`tags`]), model tags ([`CacheTags`]),
+//! counters ([`stats`]) and the [`Cache`] handle that ties them together. Nothing here knows about HTTP frameworks; the
 //! `actix` feature only adds the two trait impls Rust's orphan rule forces to live beside their
 //! types.
 //!
@@ -32,6 +32,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod flight;
 pub mod key;
+mod model_tags;
 pub mod policy;
 pub mod stats;
 mod store;
@@ -46,6 +47,7 @@ pub use cache::{Cache, CacheBuilder, Lookup};
 pub use entry::{Entry, Freshness};
 pub use error::CacheError;
 pub use key::{CacheKey, PrimaryKey, VariantBuilder};
+pub use model_tags::{check_tag_prefix, CacheTags};
 pub use policy::{parse_duration, CachePolicy, PolicyError, TagTemplate, Visibility};
 pub use stats::Event;
 pub use stats::{Stats, TierStats};

@@ -1,11 +1,13 @@
-//! The `#[cached(...)]` attribute of `cache-actix`. Users reach it as `cache_actix::cached`;
-//! nothing else in this crate is public. Depend on `cache-actix`, not on this crate: the code the
-//! attribute generates names `::cache_actix` items. The runnable examples live in cache-actix's
+//! The `#[cached(...)]` attribute and the `#[derive(CacheTags)]` derive of `cache-actix`. Users
+//! reach them as `cache_actix::cached` and `cache_actix::CacheTags`; nothing else in this crate
+//! is public. Depend on `cache-actix`, not on this crate: the code both generate names
+//! `::cache_actix` items. The runnable examples live in cache-actix's
 //! documentation (its crate-level example and the README's policy section) and in its tests.
 //!
 //! What lives here: the attribute's entry point, which ties together the private `args` module
 //! (parse and validate the arguments, check tag placeholders against the route) and the private
-//! `expand` module (check the fn's shape and generate the wrapper).
+//! `expand` module (check the fn's shape and generate the wrapper); and the derive's entry point,
+//! whose whole body is the private `derive_tags` module.
 //!
 //! What must stay true: the macro never panics on user input. Every problem becomes a
 //! `compile_error!` spanned on the offending token, and the original fn is emitted beside the
@@ -15,11 +17,12 @@
 #![warn(missing_docs)]
 
 mod args;
+mod derive_tags;
 mod expand;
 
 use proc_macro::TokenStream;
 use quote::quote;
-use syn::ItemFn;
+use syn::{DeriveInput, ItemFn};
 
 use crate::args::CacheArgs;
 
@@ -125,5 +128,52 @@ pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
             }
             quote!(#err #func).into()
         }
+    }
+}
+
+/// Implements `cache_actix::CacheTags` for a struct: the tags its values stand for, so that a
+/// page cached with `Cached::tags_of(&product)` is dropped by `cache.invalidate(&product)`.
+///
+/// The example is not compiled here (a proc-macro crate cannot use its own derive, and the
+/// expansion names `::cache_actix`); it is compiled and run in the documentation of
+/// `cache_actix::CacheTags`, and every accepted form in cache-actix's `tests/ui/pass_tags.rs`.
+///
+/// ```ignore
+/// use cache_actix::CacheTags;
+///
+/// #[derive(CacheTags)]
+/// #[cache_tags(prefix = "product")]
+/// struct Product {
+///     #[cache_tag]
+///     id: u32,
+///     #[cache_tag(prefix = "category")]
+///     category_id: u32,
+///     #[cache_tag(prefix = "brand")]
+///     brand: Option<String>,
+///     name: String,
+/// }
+/// let p = Product { id: 1, category_id: 7, brand: None, name: "Lamp".into() };
+/// assert_eq!(p.cache_tags(), ["product:1", "category:7"]);
+/// ```
+///
+/// - `#[cache_tags(prefix = "...")]` on the type: the prefix of its bare `#[cache_tag]` fields
+///   (required when there is one).
+/// - `#[cache_tag]` on a field: the tag `<type prefix>:<value>`; `#[cache_tag(prefix = "...")]`:
+///   `<prefix>:<value>`. A field may carry several with different prefixes.
+/// - Values go through `Display` (integers, strings, `Uuid`...). A field spelled `Option<T>`
+///   gives its tag only when `Some` (a type alias of `Option` is not recognised and does not
+///   compile, as `Option` has no `Display`).
+/// - Named and tuple structs, generic ones too (each tagged field's type must be `Display`).
+///
+/// Rejected at compile time, on the offending token: an enum or a union, a struct with no
+/// `#[cache_tag]` field, a bare `#[cache_tag]` without a type prefix, unknown or repeated keys,
+/// a prefix that is empty or holds anything but ASCII letters, digits, `_`, `-`, `.` and `/`
+/// (so no `:`, whitespace, comma or brace), the same prefix twice on one field, and a tagged
+/// field whose type is not `Display`.
+#[proc_macro_derive(CacheTags, attributes(cache_tags, cache_tag))]
+pub fn derive_cache_tags(input: TokenStream) -> TokenStream {
+    match syn::parse::<DeriveInput>(input) {
+        Ok(input) => derive_tags::derive(input).into(),
+        Err(err) => err.into_compile_error().into(),
     }
 }

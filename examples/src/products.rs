@@ -1,5 +1,6 @@
 //! The product API: list, get, create, update and delete products held in a deliberately slow
-//! fake database, cached with `#[cached]`, invalidated by tag after every write.
+//! fake database, cached with `#[cached]`, invalidated by tag after every write (a product's
+//! own tags come from `#[derive(CacheTags)]`, spelled as the `product:{id}` of its page).
 //!
 //! - `GET /api/products` (tag `products`), `GET /api/products/{id}` (tags `products`, `product:{id}`)
 //! - `POST /api/products`, `PUT /api/products/{id}`, `DELETE /api/products/{id}`: write, then invalidate
@@ -15,13 +16,15 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse, Responder};
-use cache_actix::{admin, cached, Cache, CacheMiddleware};
+use cache_actix::{admin, cached, Cache, CacheMiddleware, CacheTags};
 use serde::{Deserialize, Serialize};
 
-/// A product.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// A product; its tag is `product:<id>`, the one its page is stored under.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, CacheTags)]
+#[cache_tags(prefix = "product")]
 pub struct Product {
     /// Identifier.
+    #[cache_tag]
     pub id: u32,
     /// Display name.
     pub name: String,
@@ -116,9 +119,7 @@ async fn catalog_stats(db: web::Data<Db>) -> impl Responder {
 
 /// After a write: the product pages and lists must never show the old data (hard), the
 /// catalog figures may for one refresh (soft: no burst of slow queries after each write).
-async fn after_write(cache: &Cache, id: Option<u32>) -> Result<(), cache_actix::CacheError> {
-    let mut tags = vec!["products".to_string()];
-    tags.extend(id.map(|id| format!("product:{id}")));
+async fn after_write(cache: &Cache, tags: Vec<String>) -> Result<(), cache_actix::CacheError> {
     cache.invalidate_tags(tags).await?;
     cache.soft_invalidate_tag("stats").await
 }
@@ -139,7 +140,7 @@ async fn create_product(
         rows.insert(id, product.clone());
         product
     });
-    after_write(&cache, None).await?;
+    after_write(&cache, vec!["products".to_string()]).await?;
     Ok(HttpResponse::Created().json(product))
 }
 
@@ -161,7 +162,7 @@ async fn update_product(
     let Some(product) = updated else {
         return Ok(HttpResponse::NotFound().json(serde_json::json!({ "error": "no such product" })));
     };
-    after_write(&cache, Some(id)).await?;
+    after_write(&cache, with_list(&product)).await?;
     Ok(HttpResponse::Ok().json(product))
 }
 
@@ -172,11 +173,18 @@ async fn delete_product(
     cache: Cache,
 ) -> actix_web::Result<HttpResponse> {
     let id = id.into_inner();
-    if db.write(|rows| rows.remove(&id)).is_none() {
+    let Some(product) = db.write(|rows| rows.remove(&id)) else {
         return Ok(HttpResponse::NotFound().json(serde_json::json!({ "error": "no such product" })));
-    }
-    after_write(&cache, Some(id)).await?;
+    };
+    after_write(&cache, with_list(&product)).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// A changed product's own tags and the list's, for one invalidation (one tick).
+fn with_list(product: &Product) -> Vec<String> {
+    let mut tags = product.cache_tags();
+    tags.push("products".to_string());
+    tags
 }
 
 /// Who am I: varies on `Authorization`, so each caller gets (and caches) their own answer.

@@ -249,7 +249,13 @@ async fn over_redis_a_soft_purge_on_one_node_stales_the_other_and_one_refresh_se
         }
         actix_web::rt::time::sleep(Duration::from_millis(5)).await;
     };
-    assert_eq!((stale.x_cache(), stale.text().as_str()), ("STALE", "v1"));
+    // Stale at once from its mirror of the soft clock; or, when B had to check the record in
+    // Redis (its reading behind the record's tick), a miss that refills: never v1 as fresh.
+    let seen = (stale.x_cache(), stale.text());
+    assert!(
+        seen == ("STALE", "v1".to_string()) || seen == ("MISS", "v2".to_string()),
+        "{seen:?}"
+    );
     let fresh = until_hit(&app_b, "v2", Duration::from_secs(3)).await;
     assert_eq!((fresh.x_cache(), fresh.text().as_str()), ("HIT", "v2"));
     // A takes B's refresh from the L2 instead of running the handler again.
