@@ -285,3 +285,41 @@ async fn a_node_that_checks_in_redis_misses_a_softened_record_rather_than_take_i
     );
     assert_eq!(after.text(), "v2");
 }
+
+#[actix_web::test]
+async fn a_refresh_started_by_a_hostile_request_stores_what_a_plain_request_would_get() {
+    let cache = Cache::memory();
+    let runs = Arc::new(AtomicU64::new(0));
+    let app = test::init_service(app_with(
+        cache.clone(),
+        runs.clone(),
+        Duration::from_millis(50),
+        Duration::from_secs(30),
+    ))
+    .await;
+    get_path(&app, "/p").await;
+    get_path(&app, "/other").await;
+    cache.soft_invalidate_tag("products").await.unwrap();
+    // The attacker's request starts the refresh, with a range and conditionals of its own.
+    let attacker = send(
+        &app,
+        test::TestRequest::get()
+            .uri("/p")
+            .insert_header(("range", "bytes=0-0"))
+            .insert_header(("if-none-match", "*"))
+            .insert_header(("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT")),
+    )
+    .await;
+    assert_eq!(attacker.x_cache(), "STALE");
+    // The victim's plain request after the refresh gets the whole new body, as a 200.
+    let victim = until_hit(&app, "v2", Duration::from_secs(3)).await;
+    assert_eq!(
+        (
+            victim.status.as_u16(),
+            victim.x_cache(),
+            victim.text().as_str()
+        ),
+        (200, "HIT", "v2")
+    );
+    assert_eq!(get_path(&app, "/other").await.x_cache(), "HIT", "control");
+}
