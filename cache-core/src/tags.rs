@@ -17,9 +17,9 @@
 //! whose L2 is a [`crate::ClockAuthority`] (Redis) starts at 0 instead and takes every tick from
 //! that store, which is the one authority; this process's clocks then only mirror it.
 //!
-//! A soft invalidation ([`TagClocks::soften`]) keeps a second clock per tag: an entry born before
+//! A soft invalidation (`TagClocks::soften`) keeps a second clock per tag: an entry born before
 //! it stays valid but counts as stale from the soft invalidation's wall time on
-//! ([`TagClocks::softened_at`]), so its own stale windows decide what it may still answer. A
+//! (`TagClocks::softened_at`), so its own stale windows decide what it may still answer. A
 //! later soft invalidation of the same tag restarts that time for the entries still under it.
 //!
 //! Nothing here is public but this explanation: the clocks are the [`crate::Cache`]'s, reached
