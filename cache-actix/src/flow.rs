@@ -32,7 +32,9 @@ use actix_web::{
     Error, HttpMessage,
 };
 use bytes::Bytes;
-use cache_core::{flight::Leader, time::now_ms, Cache, Entry, Event, Lookup, PrimaryKey};
+use cache_core::{
+    flight::Leader, lease::Lease, time::now_ms, Cache, Entry, Event, Lookup, PrimaryKey,
+};
 
 use crate::bypass::BypassReason;
 use crate::compression::encode_for_store;
@@ -42,7 +44,7 @@ use crate::render::{answer, bypassed, client_conditionals, gateway_timeout, rend
 use crate::request_body;
 use crate::request_key::{primary_key, request_authority, variant_key};
 use crate::rules::{self, http, Asked, Exchange, Reuse, Validators};
-use crate::single_flight::{elect, release};
+use crate::single_flight::{elect, release, Runner};
 
 /// The common case, answered without building the whole flow's future: a GET or HEAD whose
 /// fresh entry sits in the L1 and may answer this request as it stands. Anything else (a
@@ -94,6 +96,9 @@ struct Fill {
     leader: Option<Leader<Arc<Entry>>>,
     /// It leads because the previous leader was still running after `lock_timeout`.
     took_over: bool,
+    /// The fill's lease in the L2 (coalescing across nodes): fences its store, and is
+    /// released when the fill is dropped, however it ends.
+    lease: Option<Lease>,
     /// Whether the resource's vary list was known (a `vary-miss`) or not (a `uri-miss`).
     vary_known: bool,
     asked: Asked,
@@ -353,13 +358,18 @@ where
         primary: PrimaryKey,
         vary_known: bool,
     ) -> Result<Fill, Arc<Entry>> {
-        let (leader, took_over) = elect(&self.config, flight, &primary, req)
+        let Runner {
+            leader,
+            took_over,
+            lease,
+        } = elect(&self.config, flight, &primary, req)
             .await
             .into_runner()?;
         Ok(Fill {
             primary,
             leader,
             took_over,
+            lease,
             vary_known,
             asked: Asked::of(req.method(), req.headers()),
             born: self.cache().begin_fill(),
@@ -505,7 +515,10 @@ where
             }
         };
         let stored = if keep {
-            self.cache().store(&fill.primary, &key, entry).await
+            let lease = fill.lease.as_ref();
+            self.cache()
+                .store_fenced(&fill.primary, &key, entry, lease)
+                .await
         } else {
             Err(Arc::new(entry))
         };

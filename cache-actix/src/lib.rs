@@ -35,6 +35,7 @@
 
 pub mod admin;
 mod bypass;
+mod coalesce;
 mod compression;
 mod config;
 mod directives;
