@@ -105,6 +105,9 @@ struct Fill {
     /// The tag-clock reading before the handler ran: an invalidation after it keeps the result
     /// out of the store.
     born: u64,
+    /// When `born` was read: the waiters that joined before may take a result the store
+    /// refused.
+    born_at: std::time::Instant,
     request_ms: u64,
 }
 
@@ -315,12 +318,14 @@ where
         let flight = variant_key(&primary, entry.vary(), req.headers()).hash();
         // Taken before waiting: an invalidation while this request waits must keep what it
         // revalidates out of the store, however weak the validator the origin confirms.
+        let born_at = std::time::Instant::now();
         let born = self.cache().begin_fill();
         let mut fill = match self.elect(&req, flight, primary, true).await {
             Ok(fill) => fill,
             Err(fresh) => return Ok(self.collapsed(req, &fresh)),
         };
         fill.born = born;
+        fill.born_at = born_at;
         let conditionals = client_conditionals(req.headers());
         {
             let headers = req.headers_mut();
@@ -372,6 +377,7 @@ where
             lease,
             vary_known,
             asked: Asked::of(req.method(), req.headers()),
+            born_at: std::time::Instant::now(),
             born: self.cache().begin_fill(),
             request_ms: now_ms(),
         })
@@ -532,6 +538,16 @@ where
         };
         match (fill.leader, &stored) {
             (Some(leader), Ok(stored)) => leader.complete(stored.clone()),
+            // Refused by the store: still the origin's answer to the waiters that came before
+            // the fill began, or to all of them when only a lost link to Redis refused it.
+            (Some(leader), Err(refused)) if keep && !fill.asked.head => {
+                let since = if self.cache().refused_only_out_of_touch(refused) {
+                    std::time::Instant::now()
+                } else {
+                    fill.born_at
+                };
+                leader.complete_unstored(refused.clone(), since)
+            }
             (leader, _) => release(leader, fill.asked.head),
         }
         tracing::debug!(

@@ -37,6 +37,9 @@ use crate::rules::servable;
 ///   themselves unfit to lead run alone.
 /// - A leader that gives up (its response could not be stored for anyone) releases the
 ///   waiters to run the handler in parallel, as another leader would fare no better.
+/// - A leader whose response the store refused (an invalidation or a newer fill while it ran,
+///   or a node out of touch with Redis, which refuses every fill) hands it to the waiters that
+///   joined before its fill began; later ones run the handler themselves.
 /// - A leader fit to lead asks the other nodes first ([`across_nodes`]): it leads with the L2's
 ///   lease, takes another node's entry (and hands it to its own waiters), or leads without a
 ///   lease when none is to be had or its wait reached `lock_timeout` (`took_over`).
@@ -57,6 +60,7 @@ pub(crate) async fn elect(
     // After another waiter took over: the slow leader, whose value is still welcome.
     let mut superseded = None;
     loop {
+        let joined = std::time::Instant::now();
         let mut waiter = match flights.join(flight) {
             // Only a request fit to lead asks the other nodes (an unfit one would step down).
             Join::Leader(leader) if fit => {
@@ -112,14 +116,20 @@ pub(crate) async fn elect(
                 deadline += 2 * config.lock_timeout;
                 continue;
             }
-            Ok(Ended::Done(entry)) => entry,
+            Ok(Ended::Done(entry)) => {
+                // Re-check the clocks: an invalidation may have resolved after the leader stored.
+                if !cache.is_valid(&entry) {
+                    continue;
+                }
+                entry
+            }
+            // Not stored, but this request began before that fill did: no invalidation the
+            // store refused it for can concern it (it did not come after the call returned).
+            Ok(Ended::Unstored { value, since }) if joined < since => value,
+            Ok(Ended::Unstored { .. }) => return Elected::Alone { timed_out: false },
             Ok(Ended::SteppedDown) if fit => continue,
             Ok(Ended::SteppedDown | Ended::GaveUp) => return Elected::Alone { timed_out: false },
         };
-        // Re-check the clocks: an invalidation may have resolved after the leader stored.
-        if !cache.is_valid(&entry) {
-            continue;
-        }
         let own = variant_key(primary, entry.vary(), headers);
         if entry.key() == own.as_bytes() {
             if servable(&entry, headers) {

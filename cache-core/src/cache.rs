@@ -394,6 +394,23 @@ impl Cache {
             .is_valid(entry.born, entry.tags.iter().map(String::as_str))
     }
 
+    /// Whether `entry`, which the clocks refuse, is refused only because this node is out of
+    /// touch with the shared clocks right now (its subscription is down: it may have missed
+    /// invalidations), while no invalidation or purge it knows of concerns it. The middleware
+    /// then lets the requests waiting on the fill that made it take it: with the L2 away nothing
+    /// can be stored, and a refusal for this reason alone would turn every fill's waiters into a
+    /// stampede.
+    // Hidden: only the cache-actix middleware calls it; public because that is another crate.
+    #[doc(hidden)]
+    pub fn refused_only_out_of_touch(&self, entry: &Entry) -> bool {
+        !self.in_sync()
+            && self
+                .inner
+                .local
+                .clocks
+                .refused_only_as_forgotten(entry.born, entry.tags.iter().map(String::as_str))
+    }
+
     /// Whether the clocks accept `record`.
     fn accepts(&self, record: &Record) -> bool {
         match record {
