@@ -55,6 +55,9 @@ mod single_flight;
 pub use bypass::BypassReason;
 /// Compressed copies of stored responses: see [`CacheMiddleware::compress`].
 pub use cache_core::encoding::{Coding, Compression};
+/// For a custom [`Store`] that keeps fill leases (coalescing across nodes): what
+/// [`Store::acquire_lease`] answers.
+pub use cache_core::LeaseReply;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use cache_core::RedisStore;
@@ -66,9 +69,6 @@ pub use cache_core::{
 /// For a custom [`Store`]: the versioned binary form of records, and the clock authority a
 /// store shared by several processes may take on.
 pub use cache_core::{codec, ClockAuthority, ClockLink};
-/// For a custom [`Store`] that keeps fill leases (coalescing across nodes): what
-/// [`Store::acquire_lease`] answers.
-pub use cache_core::LeaseReply;
 /// The `#[cached(...)]` attribute: see the crate README for every key.
 pub use cache_macros::cached;
 pub use config::HttpOptions;

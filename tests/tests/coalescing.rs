@@ -65,8 +65,11 @@ async fn node_app(
     cache: Cache,
     origin: Origin,
     lease_time: Option<Duration>,
-) -> impl Service<actix_http::Request, Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error>
-{
+) -> impl Service<
+    actix_http::Request,
+    Response = ServiceResponse<impl MessageBody>,
+    Error = actix_web::Error,
+> {
     let middleware = CacheMiddleware::new(cache).lock_timeout(LOCK_TIMEOUT);
     let middleware = match lease_time {
         Some(time) => middleware.lease_time(time),
@@ -163,9 +166,18 @@ async fn one_run_for_256_requests(caches: Vec<Cache>, what: &str) {
             "{what}: {s:?}"
         );
     }
-    assert_eq!(origin.runs(), 1, "{what}: one handler run for {} nodes", apps.len());
+    assert_eq!(
+        origin.runs(),
+        1,
+        "{what}: one handler run for {} nodes",
+        apps.len()
+    );
     assert_eq!(tally(&seen, "MISS"), 1, "{what}: one fill");
-    assert_eq!(tally(&seen, "HIT"), 255, "{what}: every other request shared it");
+    assert_eq!(
+        tally(&seen, "HIT"),
+        255,
+        "{what}: every other request shared it"
+    );
     assert!(
         elapsed < LOCK_TIMEOUT,
         "{what}: nobody waited for the lock timeout ({elapsed:?})"
@@ -214,12 +226,16 @@ async fn the_same_over_a_redis_cluster() {
     for cache in &caches {
         wait_in_sync(cache).await;
         let probe = cache.primary_key(b"http://warm.example", b"/warm", b"");
-        eventually(Duration::from_secs(5), "the cluster takes leases", || async {
-            match cache.lease(probe.hash(), Duration::from_millis(50)).await {
-                LeaseGrant::Granted(_) | LeaseGrant::Held(_) => Ok(()),
-                LeaseGrant::Unavailable => Err("no lease yet".to_string()),
-            }
-        })
+        eventually(
+            Duration::from_secs(5),
+            "the cluster takes leases",
+            || async {
+                match cache.lease(probe.hash(), Duration::from_millis(50)).await {
+                    LeaseGrant::Granted(_) | LeaseGrant::Held(_) => Ok(()),
+                    LeaseGrant::Unavailable => Err("no lease yet".to_string()),
+                }
+            },
+        )
         .await;
     }
     let per_master = cluster.keys_per_master("ca:*:l:*");
@@ -257,7 +273,11 @@ async fn a_lease_holder_that_died_costs_the_others_one_lease_time_and_one_run() 
     let seen = spread(&apps, 64).await;
     let all = taken.elapsed();
     for s in &seen {
-        assert_eq!((s.status, s.body.as_str()), (StatusCode::OK, "item 1"), "{s:?}");
+        assert_eq!(
+            (s.status, s.body.as_str()),
+            (StatusCode::OK, "item 1"),
+            "{s:?}"
+        );
     }
     assert_eq!(origin.runs(), 1, "one of the survivors ran it, once");
     assert_eq!(tally(&seen, "MISS"), 1, "a fill, not a lock timeout");
@@ -455,7 +475,10 @@ async fn the_store_refuses_a_write_under_an_older_token_whichever_came_first() {
     drop(old);
     actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     assert!(
-        matches!(a.lease(flight, Duration::from_secs(1)).await, LeaseGrant::Held(_)),
+        matches!(
+            a.lease(flight, Duration::from_secs(1)).await,
+            LeaseGrant::Held(_)
+        ),
         "still held by {newest:?}"
     );
 }

@@ -108,6 +108,8 @@ mod tests {
         assert_eq!(slot(&a.fence(key.hash())), slot(&record));
         assert_ne!(a.lease(key.hash()), record);
         assert_ne!(a.fence(key.hash()), a.lease(key.hash()));
-        assert!(!a.lease(key.hash()).starts_with(&a.pattern()[..a.pattern().len() - 1]));
+        assert!(!a
+            .lease(key.hash())
+            .starts_with(&a.pattern()[..a.pattern().len() - 1]));
     }
 }

@@ -37,7 +37,11 @@ impl RedisStore {
         let kept_ms = u64::try_from(FENCE_KEPT.as_millis())
             .unwrap_or(u64::MAX)
             .max(lease_ms.saturating_mul(10));
-        let (lease, fence, record) = (keys.lease(flight), keys.fence(flight), keys.record_of(flight));
+        let (lease, fence, record) = (
+            keys.lease(flight),
+            keys.fence(flight),
+            keys.record_of(flight),
+        );
         let reply = self
             .call(move |shared| async move {
                 let mut invocation = shared.scripts.lease.prepare_invoke();
