@@ -30,6 +30,9 @@ pub(crate) struct Config {
     pub(crate) max_key_bytes: usize,
     pub(crate) honor_client_no_cache: bool,
     pub(crate) lock_timeout: Duration,
+    /// How long a fill's lease in the L2 lasts ([`Config::lease_time`]); `None`: half the
+    /// lock timeout.
+    pub(crate) lease_time: Option<Duration>,
     /// RFC 9111 shared-cache rules for responses that carry no policy.
     pub(crate) http: Option<HttpOptions>,
     /// br/gzip copies made when a policy's response is stored.
@@ -51,11 +54,19 @@ impl Config {
             max_key_bytes: DEFAULT_MAX_KEY_BYTES,
             honor_client_no_cache: false,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            lease_time: None,
             http: None,
             compression: None,
             key_rules: KeyRules::default(),
             downstream: None,
         }
+    }
+
+    /// How long a fill's lease in the L2 lasts (coalescing across nodes): as set, or half the
+    /// lock timeout, so that when a holder dies, another node takes the lease while its
+    /// waiters still have time to wait for it rather than all running the handler.
+    pub(crate) fn lease_time(&self) -> Duration {
+        self.lease_time.unwrap_or(self.lock_timeout / 2)
     }
 
     /// The scope rule for a response that carries no policy of its own, when the

@@ -34,11 +34,13 @@ use actix_web::{
 use bytes::Bytes;
 use cache_core::{
     flight::{Join, Leader},
+    lease::Lease,
     time::now_ms,
     Cache, Entry, Event, Lookup, PrimaryKey,
 };
 
 use crate::bypass::BypassReason;
+use crate::coalesce::{across_nodes, Across};
 use crate::compression::encode_for_store;
 use crate::config::Config;
 use crate::headers::Outcome;
@@ -48,7 +50,7 @@ use crate::render::{answer, bypassed, client_conditionals, gateway_timeout, rend
 use crate::request_body;
 use crate::request_key::{primary_key, request_authority, variant_key};
 use crate::rules::{self, http, Asked, Exchange, Reuse, Validators};
-use crate::single_flight::{elect, release};
+use crate::single_flight::{elect, release, Runner};
 
 /// The common case, answered without building the whole flow's future: a GET or HEAD whose
 /// fresh entry sits in the L1 and may answer this request as it stands. Anything else (a
@@ -102,12 +104,18 @@ struct Fill {
     leader: Option<Leader<Arc<Entry>>>,
     /// It leads because the previous leader was still running after `lock_timeout`.
     took_over: bool,
+    /// The fill's lease in the L2 (coalescing across nodes): fences its store, and is
+    /// released when the fill is dropped, however it ends.
+    lease: Option<Lease>,
     /// Whether the resource's vary list was known (a `vary-miss`) or not (a `uri-miss`).
     vary_known: bool,
     asked: Asked,
     /// The tag-clock reading before the handler ran: an invalidation after it keeps the result
     /// out of the store.
     born: u64,
+    /// When `born` was read: the waiters that joined before may take a result the store
+    /// refused.
+    born_at: std::time::Instant,
     request_ms: u64,
 }
 
@@ -270,7 +278,7 @@ where
                 return self.fill(req, primary, vary, Some(entry)).await;
             }
             if let Join::Leader(leader) = flights.join(flight) {
-                return Ok(self.refresh_behind(req, primary, entry, leader));
+                return Ok(self.refresh_behind(req, primary, entry, flight, leader));
             }
         }
         self.cache().record(Event::StaleHit);
@@ -281,29 +289,49 @@ where
     /// Answers `req` from the stale `entry` and spawns its refresh, which leads the flight:
     /// a conditional request when the entry has validators (HTTP mode), else a fill. Waiters
     /// see only what the refresh stores, whole, or run the handler themselves if it stores
-    /// nothing.
+    /// nothing. With an L2 that keeps leases the refresh first coalesces with the other nodes
+    /// (`coalesce.rs`), so a soft purge seen by fifty nodes refreshes each entry once, not fifty
+    /// times: the node that holds the lease refreshes, and the others take its stored entry.
     fn refresh_behind(
         self,
         req: ServiceRequest,
         primary: PrimaryKey,
         entry: Arc<Entry>,
+        flight: u128,
         leader: Leader<Arc<Entry>>,
     ) -> ServiceResponse<BoxBody> {
         self.cache().record(Event::StaleHit);
         tracing::debug!(path = req.path(), "stale hit; refreshing in the background");
         let (stand_in, refresh) = refresh::take_over(req);
-        let fill = Fill {
-            primary,
-            leader: Some(leader),
-            took_over: false,
-            vary_known: true,
-            asked: Asked::of(refresh.method(), refresh.headers()),
-            born: self.cache().begin_fill(),
-            request_ms: now_ms(),
-        };
+        // Read before the refresh waits for another node: an invalidation meanwhile keeps what
+        // it brings out of the store.
+        let born_at = std::time::Instant::now();
+        let born = self.cache().begin_fill();
+        let asked = Asked::of(refresh.method(), refresh.headers());
         let validators = entry.http().and_then(|_| http::validators(&entry));
         let stale = entry.clone();
         actix_web::rt::spawn(async move {
+            let deadline = tokio::time::Instant::now() + self.config.lock_timeout;
+            let lease = match across_nodes(&self.config, flight, &primary, &refresh, deadline).await
+            {
+                Across::Run { lease, .. } => lease,
+                Across::Shared(refreshed) => {
+                    tracing::debug!("background refresh taken from another node's fill");
+                    leader.complete(refreshed);
+                    return;
+                }
+            };
+            let fill = Fill {
+                primary,
+                leader: Some(leader),
+                took_over: false,
+                lease,
+                vary_known: true,
+                asked,
+                born,
+                born_at,
+                request_ms: now_ms(),
+            };
             let refreshed = match validators {
                 Some(validators) => {
                     self.run_revalidation(refresh, fill, stale, validators)
@@ -385,12 +413,14 @@ where
         let flight = variant_key(&primary, entry.vary(), req.headers()).hash();
         // Taken before waiting: an invalidation while this request waits must keep what it
         // revalidates out of the store, however weak the validator the origin confirms.
+        let born_at = std::time::Instant::now();
         let born = self.cache().begin_fill();
         let mut fill = match self.elect(&req, flight, primary, true).await {
             Ok(fill) => fill,
             Err(fresh) => return Ok(self.collapsed(req, &fresh)),
         };
         fill.born = born;
+        fill.born_at = born_at;
         self.run_revalidation(req, fill, entry, validators).await
     }
 
@@ -439,15 +469,21 @@ where
         primary: PrimaryKey,
         vary_known: bool,
     ) -> Result<Fill, Arc<Entry>> {
-        let (leader, took_over) = elect(&self.config, flight, &primary, req)
+        let Runner {
+            leader,
+            took_over,
+            lease,
+        } = elect(&self.config, flight, &primary, req)
             .await
             .into_runner()?;
         Ok(Fill {
             primary,
             leader,
             took_over,
+            lease,
             vary_known,
             asked: Asked::of(req.method(), req.headers()),
+            born_at: std::time::Instant::now(),
             born: self.cache().begin_fill(),
             request_ms: now_ms(),
         })
@@ -593,7 +629,10 @@ where
             }
         };
         let stored = if keep {
-            self.cache().store(&fill.primary, &key, entry).await
+            let lease = fill.lease.as_ref();
+            self.cache()
+                .store_fenced(&fill.primary, &key, entry, lease)
+                .await
         } else {
             Err(Arc::new(entry))
         };
@@ -611,6 +650,16 @@ where
         }
         match (fill.leader, &stored) {
             (Some(leader), Ok(stored)) => leader.complete(stored.clone()),
+            // Refused by the store: still the origin's answer to the waiters that came before
+            // the fill began, or to all of them when only a lost link to Redis refused it.
+            (Some(leader), Err(refused)) if keep && !fill.asked.head => {
+                let since = if self.cache().refused_only_out_of_touch(refused) {
+                    std::time::Instant::now()
+                } else {
+                    fill.born_at
+                };
+                leader.complete_unstored(refused.clone(), since)
+            }
             (leader, _) => release(leader, fill.asked.head),
         }
         tracing::debug!(

@@ -35,6 +35,7 @@
 
 pub mod admin;
 mod bypass;
+mod coalesce;
 mod compression;
 mod config;
 mod directives;
@@ -81,6 +82,10 @@ pub use cache_core::encoding::{Coding, Compression};
 /// assert_eq!(q.cache_tags(), ["product:1", "category:7", "brand:acme"]);
 /// ```
 pub use cache_core::CacheTags;
+
+/// For a custom [`Store`] that keeps fill leases (coalescing across nodes): what
+/// [`Store::acquire_lease`] answers.
+pub use cache_core::LeaseReply;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use cache_core::RedisStore;

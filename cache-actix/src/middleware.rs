@@ -129,6 +129,32 @@ impl CacheMiddleware {
         self.edit(|c| c.lock_timeout = timeout)
     }
 
+    /// How long the lease of a fill lasts in an L2 that keeps leases (`RedisStore`), by which
+    /// concurrent misses for one key on different nodes run the handler once in total
+    /// (default: half the [`CacheMiddleware::lock_timeout`], so 5 s).
+    ///
+    /// The holder releases the lease when its fill ends; one that dies holding it costs the
+    /// other nodes at most this long before one of them takes the lease and runs the handler.
+    /// A handler that runs longer than the lease lets another node run it too (its store is
+    /// fenced: the later lease's record wins). Nodes wait at most the lock timeout for another
+    /// node's fill. A Redis that is away, an open breaker or any lease error means filling on
+    /// each node alone, at once; a cache without an L2 never takes leases.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cache_actix::{Cache, CacheMiddleware, RedisStore};
+    ///
+    /// let store = RedisStore::from_url("redis://127.0.0.1:6379")?;
+    /// let cache = Cache::builder().l2(store).build();
+    /// let middleware = CacheMiddleware::new(cache)
+    ///     .lock_timeout(Duration::from_secs(4))
+    ///     .lease_time(Duration::from_secs(1));
+    /// # Ok::<(), cache_actix::CacheError>(())
+    /// ```
+    pub fn lease_time(self, time: Duration) -> Self {
+        self.edit(|c| c.lease_time = Some(time))
+    }
+
     /// Stores br and gzip copies of each cacheable response (compressed once, when it is
     /// stored) and answers each hit in the coding its `Accept-Encoding` prefers: no compression
     /// per hit, unlike actix's `Compress` wrapped around the app. Off by default.

@@ -8,10 +8,12 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use crate::entry::{Entry, Freshness};
 use crate::flight::Flights;
 use crate::key::{CacheKey, KeySeed, PrimaryKey, QueryOrder};
+use crate::lease::{Lease, LeaseGrant, LeaseReply};
 use crate::model_tags::CacheTags;
 use crate::stats::{Event, Recorder, Stats, Tier};
 use crate::store::{ClockAuthority, ClockLink, MemoryStore, Record, Store, Variants};
@@ -265,6 +267,38 @@ impl Cache {
         &self.inner.flights
     }
 
+    /// Asks the L2 for the lease of the fill `flight` for `time` (see [`crate::lease`]).
+    /// [`LeaseGrant::Unavailable`] at once without an L2, with an L2 that keeps no leases, and
+    /// on any L2 error (counted in the L2's errors): the caller then fills on its own.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use cache_core::{lease::LeaseGrant, Cache};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let grant = Cache::memory().lease(7, Duration::from_secs(1)).await;
+    /// assert!(matches!(grant, LeaseGrant::Unavailable));
+    /// # });
+    /// ```
+    // Hidden: only the cache-actix middleware calls it; public because that is another crate.
+    #[doc(hidden)]
+    pub async fn lease(&self, flight: u128, time: Duration) -> LeaseGrant {
+        let Some(l2) = &self.inner.l2 else {
+            return LeaseGrant::Unavailable;
+        };
+        match l2.acquire_lease(flight, time).await {
+            Ok(LeaseReply::Granted { token }) => {
+                LeaseGrant::Granted(Lease::new(l2.clone(), flight, token))
+            }
+            Ok(LeaseReply::Held { remaining }) => LeaseGrant::Held(remaining),
+            Ok(LeaseReply::Unsupported) => LeaseGrant::Unavailable,
+            Err(err) => {
+                Tier::add(&self.inner.stats.l2.errors);
+                tracing::debug!(error = %err, "no fill lease; filling on this node alone");
+                LeaseGrant::Unavailable
+            }
+        }
+    }
+
     /// The tag-clock reading a fill must carry as its entry's `born`; take it before the handler runs.
     // Hidden: only the cache-actix middleware calls it; public because that is another crate.
     #[doc(hidden)]
@@ -369,6 +403,23 @@ impl Cache {
             .is_valid(entry.born, entry.tags.iter().map(String::as_str))
     }
 
+    /// Whether `entry`, which the clocks refuse, is refused only because this node is out of
+    /// touch with the shared clocks right now (its subscription is down: it may have missed
+    /// invalidations), while no invalidation or purge it knows of concerns it. The middleware
+    /// then lets the requests waiting on the fill that made it take it: with the L2 away nothing
+    /// can be stored, and a refusal for this reason alone would turn every fill's waiters into a
+    /// stampede.
+    // Hidden: only the cache-actix middleware calls it; public because that is another crate.
+    #[doc(hidden)]
+    pub fn refused_only_out_of_touch(&self, entry: &Entry) -> bool {
+        !self.in_sync()
+            && self
+                .inner
+                .local
+                .clocks
+                .refused_only_as_forgotten(entry.born, entry.tags.iter().map(String::as_str))
+    }
+
     /// Whether the clocks accept `record`.
     fn accepts(&self, record: &Record) -> bool {
         match record {
@@ -444,13 +495,22 @@ impl Cache {
     }
 
     /// Writes both tiers, the L2 first: a clock-keeping L2 may refuse the record as
-    /// invalidated, and then the L1 must not keep it either. `false` when refused.
-    async fn put(&self, key: &CacheKey, record: Record) -> bool {
+    /// invalidated, and a leasing L2 as superseded (`token`: the fill's lease), and then the L1
+    /// must not keep it either. `false` when refused.
+    async fn put(&self, key: &CacheKey, record: Record, token: Option<u64>) -> bool {
         if let Some(l2) = &self.inner.l2 {
-            match l2.put(key, record.clone()).await {
+            let put = match token {
+                Some(token) => l2.put_fenced(key, record.clone(), token).await,
+                None => l2.put(key, record.clone()).await,
+            };
+            match put {
                 Ok(()) => Tier::add(&self.inner.stats.l2.stores),
                 Err(CacheError::Invalidated) => {
                     tracing::debug!(key = ?key, "tag invalidated during fill (shared clocks); not storing");
+                    return false;
+                }
+                Err(CacheError::Superseded) => {
+                    tracing::debug!(key = ?key, "a newer fill took the lease; not storing");
                     return false;
                 }
                 Err(err) => {
@@ -477,7 +537,22 @@ impl Cache {
         &self,
         primary: &PrimaryKey,
         key: &CacheKey,
+        entry: Entry,
+    ) -> Result<Arc<Entry>, Arc<Entry>> {
+        self.store_fenced(primary, key, entry, None).await
+    }
+
+    /// [`Cache::store`] for a fill that holds `lease` (see [`crate::lease`]): the L2 refuses
+    /// the response when a newer fill took the lease or stored its record since (`Err`, as for
+    /// an invalidation). Without a lease, a plain store. The vary list is never fenced.
+    // Hidden: only the cache-actix middleware calls it; public because that is another crate.
+    #[doc(hidden)]
+    pub async fn store_fenced(
+        &self,
+        primary: &PrimaryKey,
+        key: &CacheKey,
         mut entry: Entry,
+        lease: Option<&Lease>,
     ) -> Result<Arc<Entry>, Arc<Entry>> {
         entry.tags.push(primary.url_tag());
         entry.key = key.bytes();
@@ -501,10 +576,15 @@ impl Cache {
                 },
                 _ => variants,
             };
-            self.put(&primary.cache_key(), Record::Variants(Arc::new(variants)))
-                .await;
+            self.put(
+                &primary.cache_key(),
+                Record::Variants(Arc::new(variants)),
+                None,
+            )
+            .await;
         }
-        if !self.put(key, Record::Response(entry.clone())).await {
+        let token = lease.map(Lease::token);
+        if !self.put(key, Record::Response(entry.clone()), token).await {
             return Err(entry);
         }
         self.record(Event::Store);

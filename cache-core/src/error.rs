@@ -27,6 +27,10 @@ pub enum CacheError {
     /// A store that keeps tag clocks refused a fill: one of its tags was invalidated (or
     /// everything was purged) after the fill began.
     Invalidated,
+    /// A store that keeps fill leases refused a fenced write: the lease it was made under had
+    /// expired and a newer fill (a higher fencing token) took it, or stored its own record
+    /// already (see [`crate::lease`]).
+    Superseded,
 }
 
 impl fmt::Display for CacheError {
@@ -37,6 +41,7 @@ impl fmt::Display for CacheError {
             CacheError::Config(msg) => write!(f, "invalid cache configuration: {msg}"),
             CacheError::Corrupt(msg) => write!(f, "corrupt cache value: {msg}"),
             CacheError::Invalidated => f.write_str("invalidated while the response was computed"),
+            CacheError::Superseded => f.write_str("a newer fill holds the lease or its record"),
         }
     }
 }

@@ -3,12 +3,14 @@
 //!
 //! What must stay true: a waiter is released the moment the leader finishes, fails, panics or is
 //! cancelled, because the leader's [`Leader`] guard publishes or drops the channel in every case.
-//! A leader says how it ended ([`Ended`]): with a value to share, by stepping down (its own
+//! A leader says how it ended ([`Ended`]): with a value to share, with a value it could not
+//! store (for the waiters that joined before its fill began only), by stepping down (its own
 //! request could not produce a shareable answer, so the waiters elect another leader), or by
 //! giving up (dropped: the waiters run the handler themselves, since another leader would fare
 //! no better).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use dashmap::DashMap;
 use tokio::sync::watch;
@@ -35,6 +37,7 @@ pub struct Flights<T> {
 enum State<T> {
     Running,
     Done(T),
+    Unstored(T, Instant),
     SteppedDown,
 }
 
@@ -43,6 +46,16 @@ enum State<T> {
 pub enum Ended<T> {
     /// The leader shared this value.
     Done(T),
+    /// The leader's value, which the store refused (an invalidation or a newer fill while it
+    /// ran, or a node out of touch with the shared clocks): only for a waiter that joined
+    /// before `since`, the instant the leader's fill began (it took its clock reading), which
+    /// no later invalidation can concern. Any other waiter runs the handler itself.
+    Unstored {
+        /// The leader's value.
+        value: T,
+        /// When the leader's fill began.
+        since: Instant,
+    },
     /// The leader's own request could not give a shareable answer (a HEAD, say): elect another.
     SteppedDown,
     /// The leader failed, panicked, was cancelled, or its answer could not be shared with
@@ -153,6 +166,25 @@ impl<T> Leader<T> {
         self.end(State::Done(value));
     }
 
+    /// Hands `value`, which could not be stored, to the waiters that joined before `since`
+    /// (when this leader's fill began); the others are released to run the handler.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use cache_core::flight::{Ended, Flights, Join};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let flights: Flights<u8> = Flights::default();
+    /// let Join::Leader(leader) = flights.join(1) else { unreachable!() };
+    /// let Join::Waiter(mut early) = flights.join(1) else { unreachable!() };
+    /// let since = Instant::now();
+    /// leader.complete_unstored(5, since);
+    /// assert_eq!(early.wait().await, Ended::Unstored { value: 5, since });
+    /// # });
+    /// ```
+    pub fn complete_unstored(self, value: T, since: Instant) {
+        self.end(State::Unstored(value, since));
+    }
+
     /// Ends the flight without a value because this leader's own request could not produce a
     /// shareable one: the waiters elect a new leader instead of all running the handler.
     pub fn step_down(self) {
@@ -190,17 +222,12 @@ impl<T: Clone> Waiter<T> {
     pub async fn wait(&mut self) -> Ended<T> {
         loop {
             match &*self.rx.borrow_and_update() {
-                State::Done(value) => return Ended::Done(value.clone()),
-                State::SteppedDown => return Ended::SteppedDown,
                 State::Running => {}
+                ended => return ended.ended(),
             }
             if self.rx.changed().await.is_err() {
                 // The sender is gone: either it published just before, or it was dropped.
-                return match &*self.rx.borrow() {
-                    State::Done(value) => Ended::Done(value.clone()),
-                    State::SteppedDown => Ended::SteppedDown,
-                    State::Running => Ended::GaveUp,
-                };
+                return self.rx.borrow().ended();
             }
         }
     }
@@ -210,7 +237,25 @@ impl<T: Clone> Waiter<T> {
     pub async fn value(&mut self) -> T {
         match self.wait().await {
             Ended::Done(value) => value,
-            Ended::SteppedDown | Ended::GaveUp => std::future::pending().await,
+            Ended::Unstored { .. } | Ended::SteppedDown | Ended::GaveUp => {
+                std::future::pending().await
+            }
+        }
+    }
+}
+
+impl<T: Clone> State<T> {
+    /// How a flight in this state ended, as its waiters see it (a flight whose leader is gone
+    /// while still running gave up).
+    fn ended(&self) -> Ended<T> {
+        match self {
+            State::Done(value) => Ended::Done(value.clone()),
+            State::Unstored(value, since) => Ended::Unstored {
+                value: value.clone(),
+                since: *since,
+            },
+            State::SteppedDown => Ended::SteppedDown,
+            State::Running => Ended::GaveUp,
         }
     }
 }

@@ -32,6 +32,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod flight;
 pub mod key;
+pub mod lease;
 mod model_tags;
 pub mod policy;
 pub mod stats;
@@ -47,6 +48,7 @@ pub use cache::{Cache, CacheBuilder, Lookup};
 pub use entry::{Entry, Freshness};
 pub use error::CacheError;
 pub use key::{CacheKey, PrimaryKey, VariantBuilder};
+pub use lease::LeaseReply;
 pub use model_tags::{check_tag_prefix, CacheTags};
 pub use policy::{parse_duration, CachePolicy, PolicyError, TagTemplate, Visibility};
 pub use stats::Event;

@@ -36,6 +36,10 @@ use crate::time::now_ms;
 pub(crate) struct TagClocks {
     seq: AtomicU64,
     purged_at: AtomicU64,
+    /// Entries born before it are rejected because this node may have missed invalidations
+    /// (its link to the shared clocks was lost): kept apart from `purged_at`, a purge that
+    /// happened, so that a fill refused only for this can be told apart.
+    forgotten_before: AtomicU64,
     /// Highest tick ever dropped by `prune`: entries born before it are rejected.
     pruned_upto: AtomicU64,
     /// Tag -> (clock, wall time of the invalidation in ms).
@@ -70,6 +74,7 @@ impl TagClocks {
         TagClocks {
             seq: AtomicU64::new(0),
             purged_at: AtomicU64::new(0),
+            forgotten_before: AtomicU64::new(0),
             pruned_upto: AtomicU64::new(0),
             clocks: DashMap::new(),
             newest_tag_tick: AtomicU64::new(0),
@@ -115,7 +120,7 @@ impl TagClocks {
     /// may have been missed. With `tick` above the reading, fills begun from now on are rejected
     /// too until the shared authority's clock is observed at `tick`.
     pub(crate) fn purge_before(&self, tick: u64) {
-        self.purged_at.fetch_max(tick, Ordering::SeqCst);
+        self.forgotten_before.fetch_max(tick, Ordering::SeqCst);
     }
 
     /// Applies a `purge_all` made elsewhere at `tick`.
@@ -198,6 +203,23 @@ impl TagClocks {
 
     /// Whether an entry read at `born` under `tags` is still valid.
     pub(crate) fn is_valid<'a, I>(&self, born: u64, tags: I) -> bool
+    where
+        I: IntoIterator<Item = &'a str>,
+    {
+        self.forgotten_before.load(Ordering::SeqCst) <= born && self.known_valid(born, tags)
+    }
+
+    /// Whether `is_valid` refuses an entry only because this node may have missed
+    /// invalidations (no purge, prune or tag clock it knows of refuses it).
+    pub(crate) fn refused_only_as_forgotten<'a, I>(&self, born: u64, tags: I) -> bool
+    where
+        I: IntoIterator<Item = &'a str>,
+    {
+        self.forgotten_before.load(Ordering::SeqCst) > born && self.known_valid(born, tags)
+    }
+
+    /// `is_valid` by what this node knows happened: purges, prunes and tag clocks.
+    fn known_valid<'a, I>(&self, born: u64, tags: I) -> bool
     where
         I: IntoIterator<Item = &'a str>,
     {

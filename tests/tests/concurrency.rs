@@ -322,3 +322,81 @@ async fn stale_if_error_answers_stale_when_the_handler_fails() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(cache.stats().stale_hits, 1);
 }
+
+#[actix_web::test]
+async fn a_request_that_joins_a_fill_after_an_invalidation_never_gets_the_refused_result() {
+    // The leader reads "old" and stalls; a first waiter joins; the tag is invalidated (the
+    // leader's result will be refused by the store); a second waiter joins after the call
+    // returned Ok. Neither waiter may be answered "old": both joined after the fill began, and
+    // the second after the invalidation.
+    struct Gate {
+        db: std::sync::Mutex<&'static str>,
+        read: Notify,
+        release: Notify,
+        runs: AtomicUsize,
+    }
+    let gate = Arc::new(Gate {
+        db: std::sync::Mutex::new("old"),
+        read: Notify::new(),
+        release: Notify::new(),
+        runs: AtomicUsize::new(0),
+    });
+    let cache = Cache::memory();
+    let g = gate.clone();
+    let app = test::init_service(App::new().wrap(CacheMiddleware::new(cache.clone())).route(
+        "/p",
+        web::get().to(move || {
+            let g = g.clone();
+            async move {
+                g.runs.fetch_add(1, Ordering::SeqCst);
+                let value = *g.db.lock().unwrap();
+                if value == "old" {
+                    g.read.notify_one();
+                    g.release.notified().await;
+                }
+                Cached::new(HttpResponse::Ok().body(value), policy(60).tag("products"))
+            }
+        }),
+    ))
+    .await;
+    let body = |res: actix_web::dev::ServiceResponse| async move {
+        String::from_utf8_lossy(&test::read_body(res).await).into_owned()
+    };
+    let leader = app.call(get("/p"));
+    let rest = async {
+        gate.read.notified().await;
+        let early = app.call(get("/p"));
+        let invalidated = async {
+            *gate.db.lock().unwrap() = "new";
+            cache.invalidate_tag("products").await.unwrap();
+            let late = app.call(get("/p"));
+            let release = async {
+                actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+                gate.release.notify_one();
+            };
+            tokio::join!(late, release).0
+        };
+        tokio::join!(early, invalidated)
+    };
+    let (leader, (early, late)) = tokio::join!(leader, rest);
+    assert_eq!(
+        body(leader.unwrap()).await,
+        "old",
+        "the leader answers what it read"
+    );
+    assert_eq!(
+        body(early.unwrap()).await,
+        "new",
+        "joined after the fill began"
+    );
+    assert_eq!(
+        body(late.unwrap()).await,
+        "new",
+        "joined after the invalidation returned"
+    );
+    assert_eq!(gate.runs.load(Ordering::SeqCst), 3);
+    // The control: what the waiters filled is stored.
+    let control = app.call(get("/p")).await.unwrap();
+    assert_eq!(x_cache(&control), "HIT");
+    assert_eq!(body(control).await, "new");
+}

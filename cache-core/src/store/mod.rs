@@ -16,6 +16,7 @@ mod memory;
 mod redis;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -24,7 +25,7 @@ pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
 
-use crate::{CacheError, CacheKey, Entry, TierStats};
+use crate::{CacheError, CacheKey, Entry, LeaseReply, TierStats};
 
 /// The list of headers a resource varies on, stored under its primary key so that a request can
 /// compute its variant key before it knows the response.
@@ -183,5 +184,47 @@ pub trait Store: Send + Sync + 'static {
     /// that `l2(store)` cannot wire a clock-keeping store as a plain one by mistake.
     fn clock_authority(self: Arc<Self>) -> Option<Arc<dyn ClockAuthority>> {
         None
+    }
+
+    /// Takes the lease of the fill `flight` (a key hash) for `time`, if nobody holds it (see
+    /// [`crate::lease`]): [`LeaseReply::Granted`] with a fencing token above every token
+    /// granted for the key before, or [`LeaseReply::Held`] with the time left. The default
+    /// keeps no leases ([`LeaseReply::Unsupported`]): each node then fills on its own, as a
+    /// store written before leases did. An `Err` is treated as `Unsupported`, at once.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use cache_core::{MemoryStore, Store, LeaseReply};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = MemoryStore::new();
+    /// let reply = store.acquire_lease(7, Duration::from_secs(1)).await;
+    /// assert_eq!(reply, Ok(LeaseReply::Unsupported));
+    /// # });
+    /// ```
+    async fn acquire_lease(&self, flight: u128, time: Duration) -> Result<LeaseReply, CacheError> {
+        let _ = (flight, time);
+        Ok(LeaseReply::Unsupported)
+    }
+
+    /// Releases the lease of `flight` if it is still held with `token` (a lease that expired
+    /// and was taken by another fill is left alone). Called when a fill ends, from `Drop`: it
+    /// must not block, so a store that needs a round trip sends it in the background. The
+    /// default does nothing.
+    fn release_lease(&self, flight: u128, token: u64) {
+        let _ = (flight, token);
+    }
+
+    /// Stores `record` like [`Store::put`], for the holder of the lease whose token is
+    /// `token`; refuses it with [`CacheError::Superseded`] when a newer fill holds the key's
+    /// lease or stored its record (a higher token), and keeps `token` with the record. Only
+    /// called with tokens this store granted; the default is `put`.
+    async fn put_fenced(
+        &self,
+        key: &CacheKey,
+        record: Record,
+        token: u64,
+    ) -> Result<(), CacheError> {
+        let _ = token;
+        self.put(key, record).await
     }
 }

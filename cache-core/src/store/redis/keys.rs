@@ -1,10 +1,12 @@
-//! The Redis names of one namespace: record keys, the tick counter, the purge tick, the clock
-//! keys and their index, and the invalidation channel (the layout is described in `scripts.rs`).
+//! The Redis names of one namespace: record keys, fill leases and their fencing counters, the
+//! tick counter, the purge tick, the clock keys and their index, and the invalidation channel
+//! (the layout is described in `scripts.rs`).
 //!
 //! What must stay true: every name the clock scripts touch carries the namespace's hash tag
 //! `{store/cache}`, so on Redis Cluster they live in one slot and one script may touch them; a
 //! record's name carries a hash tag of its own (its key's hash), so records spread over every
-//! master; and no namespace can spell another's names (the characters that end the tag or
+//! master, and a key's lease and fencing counter carry the same one, so that one script may
+//! touch the three; and no namespace can spell another's names (the characters that end the tag or
 //! separate its parts are escaped).
 
 use crate::CacheKey;
@@ -12,8 +14,12 @@ use crate::CacheKey;
 /// The Redis names of one namespace.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
-    /// The namespace without the hash tag: the prefix of record names.
+    /// The namespace without the hash tag: the prefix of record names...
     records: String,
+    /// ...of lease names...
+    leases: String,
+    /// ...and of the leases' fencing counters.
+    fences: String,
     pub(crate) seq: String,
     pub(crate) purged: String,
     pub(crate) life: String,
@@ -44,12 +50,29 @@ impl Keys {
             soft_prefix: format!("{base}:s:"),
             channel: format!("{base}:inv"),
             records: format!("ca:{name}:r:"),
+            leases: format!("ca:{name}:l:"),
+            fences: format!("ca:{name}:f:"),
         }
     }
 
     /// A record's name: its own hash tag, so that records spread over a cluster's slots.
     pub(crate) fn record(&self, key: &CacheKey) -> String {
         format!("{}{{{:032x}}}", self.records, key.hash())
+    }
+
+    /// The name of the record of the key whose hash is `hash` (the same as [`Keys::record`]).
+    pub(crate) fn record_of(&self, hash: u128) -> String {
+        format!("{}{{{hash:032x}}}", self.records)
+    }
+
+    /// The fill lease of the key whose hash is `hash`: in its record's slot.
+    pub(crate) fn lease(&self, hash: u128) -> String {
+        format!("{}{{{hash:032x}}}", self.leases)
+    }
+
+    /// The last fencing token granted for the key whose hash is `hash`: in its record's slot.
+    pub(crate) fn fence(&self, hash: u128) -> String {
+        format!("{}{{{hash:032x}}}", self.fences)
     }
 
     pub(crate) fn clock(&self, tag: &str) -> Vec<u8> {
@@ -87,5 +110,15 @@ mod tests {
         let record = a.record(&key);
         let tag = &record[record.find('{').unwrap() + 1..record.find('}').unwrap()];
         assert_eq!(tag, format!("{:032x}", key.hash()));
+        // A lease and its counter share the record's hash tag, and nothing else of its name.
+        let slot = |name: &str| name[name.find('{').unwrap()..].to_string();
+        assert_eq!(a.record_of(key.hash()), record);
+        assert_eq!(slot(&a.lease(key.hash())), slot(&record));
+        assert_eq!(slot(&a.fence(key.hash())), slot(&record));
+        assert_ne!(a.lease(key.hash()), record);
+        assert_ne!(a.fence(key.hash()), a.lease(key.hash()));
+        assert!(!a
+            .lease(key.hash())
+            .starts_with(&a.pattern()[..a.pattern().len() - 1]));
     }
 }

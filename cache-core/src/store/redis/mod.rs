@@ -40,6 +40,7 @@
 mod breaker;
 mod conn;
 mod keys;
+mod lease;
 mod runtime;
 mod scripts;
 mod shared;
@@ -62,7 +63,7 @@ use self::scripts::{int, tag_pieces, ScriptCall};
 use self::shared::{Options, Shared};
 use super::{ClockAuthority, ClockLink, Record, Store};
 use crate::time::now_ms;
-use crate::{codec, CacheError, CacheKey, TierStats};
+use crate::{codec, CacheError, CacheKey, LeaseReply, TierStats};
 
 /// A Redis-backed [`Store`]: the L2 that many processes share, and the [`ClockAuthority`] on
 /// their tag clocks.
@@ -481,45 +482,7 @@ impl RedisStore {
         F: FnOnce(Arc<Shared>) -> Fut,
         Fut: Future<Output = Result<T, CacheError>> + Send + 'static,
     {
-        let shared = self.shared.clone();
-        if !shared.breaker.allow() {
-            return Err(CacheError::Backend("circuit open: Redis is failing".into()));
-        }
-        let timeout = shared.options.timeout;
-        let work = f(shared.clone());
-        let result = if tokio::runtime::Handle::try_current().is_ok() {
-            tokio::time::timeout(timeout, work)
-                .await
-                .unwrap_or(Err(CacheError::Timeout))
-        } else {
-            match background()?
-                .spawn(async move { tokio::time::timeout(timeout, work).await })
-                .await
-            {
-                Ok(Ok(result)) => result,
-                Ok(Err(_elapsed)) => Err(CacheError::Timeout),
-                Err(join) => Err(CacheError::Backend(format!("Redis call aborted: {join}"))),
-            }
-        };
-        match &result {
-            Ok(_) | Err(CacheError::Corrupt(_)) | Err(CacheError::Invalidated) => {
-                shared.breaker.success()
-            }
-            // Redis answered: it is full, not failing. Opening the breaker would refuse the
-            // invalidations it still runs.
-            Err(err) if conn::is_full(err) => {
-                shared.breaker.success();
-                shared.warn_full();
-            }
-            Err(CacheError::Backend(message)) if message.starts_with(UNREPLICATED) => {
-                shared.breaker.success();
-            }
-            Err(_) => {
-                shared.breaker.failure();
-                shared.errors.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        result
+        call_on(self.shared.clone(), f).await
     }
 
     /// Waits, up to the call limit, for the first subscription attempt to settle, while this
@@ -795,6 +758,61 @@ impl RedisStore {
         .map(|_| ())
     }
 
+    /// `put` (`token`: none) and `put_fenced` (the lease's token; the fenced script refuses a
+    /// record a newer fill supersedes, see `lease.rs`).
+    async fn put_record(
+        &self,
+        key: &CacheKey,
+        record: Record,
+        token: Option<u64>,
+    ) -> Result<(), CacheError> {
+        let keys = self.keys()?;
+        let now = now_ms();
+        let ttl = record.expires_at_ms().saturating_sub(now);
+        if ttl == 0 {
+            return Ok(());
+        }
+        let (born, tags, life) = match &record {
+            Record::Response(entry) => (
+                entry.born(),
+                entry.tags().to_vec(),
+                entry.expires_at_ms().saturating_sub(entry.stored_at_ms()),
+            ),
+            // A vary list carries no tags; the highest tick seen dates it, so that a later purge
+            // drops it.
+            Record::Variants(_) => (self.shared.floor(), Vec::new(), ttl),
+        };
+        let value = codec::encode(&record);
+        let record_key = keys.record(key);
+        let pieces = tag_pieces(&tags);
+        let lease_key = keys.lease(key.hash());
+        let reply = self
+            .call(move |shared| async move {
+                let mut invocation = match token {
+                    Some(_) => shared.scripts.put_fenced.prepare_invoke(),
+                    None => shared.scripts.put.prepare_invoke(),
+                };
+                invocation.key(&record_key);
+                if token.is_some() {
+                    invocation.key(&lease_key);
+                }
+                invocation.arg(value).arg(born).arg(pieces).arg(ttl);
+                if let Some(token) = token {
+                    invocation.arg(token);
+                }
+                shared.conn.run(&invocation).await
+            })
+            .await?;
+        if token.is_some() && int(&reply) != Some(1) {
+            return Err(CacheError::Superseded);
+        }
+        if self.check_clocks(&keys, born, &tags, Some(life)).await? {
+            return Ok(());
+        }
+        let _ = self.remove(key).await;
+        Err(CacheError::Invalidated)
+    }
+
     fn keys(&self) -> Result<Keys, CacheError> {
         self.shared.keys.get().cloned().ok_or_else(|| {
             CacheError::Config(
@@ -838,41 +856,7 @@ impl Store for RedisStore {
     /// record they refuse is deleted and reported as [`CacheError::Invalidated`]. A reader
     /// between the two steps checks the record against the clocks itself.
     async fn put(&self, key: &CacheKey, record: Record) -> Result<(), CacheError> {
-        let keys = self.keys()?;
-        let now = now_ms();
-        let ttl = record.expires_at_ms().saturating_sub(now);
-        if ttl == 0 {
-            return Ok(());
-        }
-        let (born, tags, life) = match &record {
-            Record::Response(entry) => (
-                entry.born(),
-                entry.tags().to_vec(),
-                entry.expires_at_ms().saturating_sub(entry.stored_at_ms()),
-            ),
-            // A vary list carries no tags; the highest tick seen dates it, so that a later purge
-            // drops it.
-            Record::Variants(_) => (self.shared.floor(), Vec::new(), ttl),
-        };
-        let value = codec::encode(&record);
-        let record_key = keys.record(key);
-        let pieces = tag_pieces(&tags);
-        self.call(move |shared| async move {
-            let mut invocation = shared.scripts.put.prepare_invoke();
-            invocation
-                .key(&record_key)
-                .arg(value)
-                .arg(born)
-                .arg(pieces)
-                .arg(ttl);
-            shared.conn.run(&invocation).await
-        })
-        .await?;
-        if self.check_clocks(&keys, born, &tags, Some(life)).await? {
-            return Ok(());
-        }
-        let _ = self.remove(key).await;
-        Err(CacheError::Invalidated)
+        self.put_record(key, record, None).await
     }
 
     async fn remove(&self, key: &CacheKey) -> Result<(), CacheError> {
@@ -902,6 +886,28 @@ impl Store for RedisStore {
 
     fn clock_authority(self: Arc<Self>) -> Option<Arc<dyn ClockAuthority>> {
         Some(self)
+    }
+
+    /// One script in the key's own slot (`lease.rs`), so the same in one node, a cluster and
+    /// under Sentinel.
+    async fn acquire_lease(&self, flight: u128, time: Duration) -> Result<LeaseReply, CacheError> {
+        self.acquire(flight, time).await
+    }
+
+    /// Compare and delete on the background runtime, under the store's breaker and time limit;
+    /// a release that fails leaves the lease to expire.
+    fn release_lease(&self, flight: u128, token: u64) {
+        self.release(flight, token);
+    }
+
+    /// `put`, with the fenced script in place of the plain one (`lease.rs`).
+    async fn put_fenced(
+        &self,
+        key: &CacheKey,
+        record: Record,
+        token: u64,
+    ) -> Result<(), CacheError> {
+        self.put_record(key, record, Some(token)).await
     }
 }
 
@@ -1008,6 +1014,55 @@ impl RedisStore {
         }
         Ok(tick)
     }
+}
+
+/// [`RedisStore::call`] for work that outlives the call that started it (a lease released
+/// from a `Drop`, on the background runtime): under the store's breaker and time limit.
+async fn call_on<T, F, Fut>(shared: Arc<Shared>, f: F) -> Result<T, CacheError>
+where
+    T: Send + 'static,
+    F: FnOnce(Arc<Shared>) -> Fut,
+    Fut: Future<Output = Result<T, CacheError>> + Send + 'static,
+{
+    if !shared.breaker.allow() {
+        return Err(CacheError::Backend("circuit open: Redis is failing".into()));
+    }
+    let timeout = shared.options.timeout;
+    let work = f(shared.clone());
+    let result = if tokio::runtime::Handle::try_current().is_ok() {
+        tokio::time::timeout(timeout, work)
+            .await
+            .unwrap_or(Err(CacheError::Timeout))
+    } else {
+        match background()?
+            .spawn(async move { tokio::time::timeout(timeout, work).await })
+            .await
+        {
+            Ok(Ok(result)) => result,
+            Ok(Err(_elapsed)) => Err(CacheError::Timeout),
+            Err(join) => Err(CacheError::Backend(format!("Redis call aborted: {join}"))),
+        }
+    };
+    match &result {
+        Ok(_)
+        | Err(CacheError::Corrupt(_))
+        | Err(CacheError::Invalidated)
+        | Err(CacheError::Superseded) => shared.breaker.success(),
+        // Redis answered: it is full, not failing. Opening the breaker would refuse the
+        // invalidations it still runs.
+        Err(err) if conn::is_full(err) => {
+            shared.breaker.success();
+            shared.warn_full();
+        }
+        Err(CacheError::Backend(message)) if message.starts_with(UNREPLICATED) => {
+            shared.breaker.success();
+        }
+        Err(_) => {
+            shared.breaker.failure();
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    result
 }
 
 /// How the error of an invalidation no replica confirmed begins: Redis answered (and ran it),

@@ -7,6 +7,9 @@
 //! key it touches in `KEYS`, and all of them lie in one slot.
 //! - `ca:<ns>:r:{<hash>}`: a record, a hash with `v` (the encoded record, see `codec`), `b` (its
 //!   `born` tick) and `t` (its tags as `len:tag` pieces), expiring on its own;
+//! - `ca:<ns>:l:{<hash>}`: the fill lease of that key (its fencing token, expiring with the
+//!   lease time), and `ca:<ns>:f:{<hash>}`: the last token granted for it (see `lease.rs`); both
+//!   in the record's slot, and a record written under a lease keeps its token in field `f`;
 //! - `ca:{<ns>}:seq`: the tick counter; `ca:{<ns>}:purged`: the tick of the last `purge_all`;
 //! - `ca:{<ns>}:t:<tag>`: the tick of the tag's last invalidation, with no expiry;
 //! - `ca:{<ns>}:s:<tag>`: the tick of the tag's last soft invalidation, indexed and pruned like
@@ -137,6 +140,55 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 "#;
 
+/// `lease`: KEYS lease, fence, record (one slot: the key's hash tag); ARGV lease time ms, how
+/// long the fence is kept ms. A lease held (a token with a time left) is reported as
+/// `{0, ms left}`; anything else under its name (garbage, no expiry) is replaced. A grant is
+/// `{1, token}`: the token is above the last one granted (the fence), above the record's own
+/// (`f`), and at least Redis's clock in µs, so that it still grows after the fence expired.
+const LEASE_BODY: &str = r#"
+local held = get(KEYS[1])
+if held then
+  local left = redis.call('PTTL', KEYS[1])
+  if int(held) and left > 0 then return {0, left} end
+  redis.call('DEL', KEYS[1])
+end
+local now = redis.call('TIME')
+local us = (tonumber(now[1]) or 0) * 1000000 + (tonumber(now[2]) or 0)
+local f = redis.pcall('HGET', KEYS[3], 'f')
+if type(f) == 'table' then f = nil end
+local token = math.max(us, (int(get(KEYS[2])) or 0) + 1, (int(f) or 0) + 1)
+redis.call('SET', KEYS[2], string.format('%d', token), 'PX', ARGV[2])
+redis.call('SET', KEYS[1], string.format('%d', token), 'PX', ARGV[1])
+return {1, token}
+"#;
+
+/// `release`: KEYS lease; ARGV token. Compare and delete: a lease that expired and was taken
+/// by another fill (another token) is left alone. Returns 1 when it released.
+const RELEASE_BODY: &str = r#"
+if get(KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"#;
+
+/// `put_fenced`: KEYS record, the lease of the record's key (one slot); ARGV value, born, tags,
+/// ttl ms, token. `put` for a lease holder: refused (0) when the lease is held with a higher
+/// token (a newer fill runs) or the record there was written with a higher one (a newer fill
+/// stored); otherwise the record is written with `f` = token (1).
+const PUT_FENCED_BODY: &str = r#"
+local token = int(ARGV[5]) or 0
+local lease = int(get(KEYS[2]))
+if lease and lease > token then return 0 end
+local f = redis.pcall('HGET', KEYS[1], 'f')
+if type(f) == 'table' then f = nil end
+if (int(f) or 0) > token then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'b', ARGV[2], 't', ARGV[3], 'f', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"#;
+
 /// `invalidate`: KEYS seq, life, purged, clock index, then one clock key per tag (the soft
 /// clocks for a soft invalidation); ARGV channel, tags (`len:tag` pieces, for the message), the
 /// caller's highest seen tick, now (Unix ms), the message kind (`i`, or `s` for soft).
@@ -238,6 +290,18 @@ fn put() -> String {
     script_refused_when_full(PUT_BODY)
 }
 
+fn lease() -> String {
+    script_refused_when_full(LEASE_BODY)
+}
+
+fn release() -> String {
+    script_allowed_when_full(RELEASE_BODY)
+}
+
+fn put_fenced() -> String {
+    script_refused_when_full(PUT_FENCED_BODY)
+}
+
 fn invalidate() -> String {
     script_allowed_when_full(INVALIDATE_BODY)
 }
@@ -259,6 +323,9 @@ fn prune() -> String {
 pub(crate) struct Scripts {
     pub(crate) check: Script,
     pub(crate) put: Script,
+    pub(crate) put_fenced: Script,
+    pub(crate) lease: Script,
+    pub(crate) release: Script,
     pub(crate) prune: Script,
     pub(crate) invalidate: Script,
     pub(crate) purge: Script,
@@ -270,6 +337,9 @@ impl Scripts {
         Scripts {
             check: Script::new(&check()),
             put: Script::new(&put()),
+            put_fenced: Script::new(&put_fenced()),
+            lease: Script::new(&lease()),
+            release: Script::new(&release()),
             prune: Script::new(&prune()),
             invalidate: Script::new(&invalidate()),
             purge: Script::new(&purge()),
@@ -394,9 +464,14 @@ mod tests {
             super::tick(),
             super::check(),
             super::prune(),
+            super::release(),
         ] {
             assert!(script.starts_with("#!lua flags=allow-oom\n"));
         }
-        assert!(super::put().starts_with("#!lua\n"));
+        // Writes that grow memory: a full Redis refuses them whole (a refused lease means
+        // filling on this node alone).
+        for script in [super::put(), super::put_fenced(), super::lease()] {
+            assert!(script.starts_with("#!lua\n"));
+        }
     }
 }
