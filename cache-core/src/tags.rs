@@ -180,6 +180,11 @@ impl TagClocks {
         }
     }
 
+    /// The tick of the latest soft invalidation of `tag` this process knows, if any.
+    pub(crate) fn soft_tick(&self, tag: &str) -> Option<u64> {
+        self.soft.get(tag).map(|c| c.0)
+    }
+
     /// When an entry born at `born` under `tags` became stale by a soft invalidation (Unix ms):
     /// the earliest wall time among its tags softened after it was born, `None` if none was.
     pub(crate) fn softened_at<'a, I>(&self, born: u64, tags: I) -> Option<u64>

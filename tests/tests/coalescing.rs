@@ -39,6 +39,8 @@ const SECRET: &str = "coalescing test secret";
 struct Origin {
     runs: Arc<AtomicUsize>,
     gate: Option<Arc<Notify>>,
+    /// A stale-while-revalidate window for what it answers, under tag `items`.
+    swr: Option<Duration>,
 }
 
 impl Origin {
@@ -85,10 +87,12 @@ async fn node_app(
                     gate.notified().await;
                 }
                 actix_web::rt::time::sleep(DELAY).await;
-                Cached::new(
-                    HttpResponse::Ok().body(format!("item {run}")),
-                    CachePolicy::new(Duration::from_secs(60)),
-                )
+                let policy = CachePolicy::new(Duration::from_secs(60)).tag("items");
+                let policy = match origin.swr {
+                    Some(swr) => policy.stale_while_revalidate(swr),
+                    None => policy,
+                };
+                Cached::new(HttpResponse::Ok().body(format!("item {run}")), policy)
             }
         }),
     ))
@@ -369,8 +373,8 @@ async fn an_expired_holders_late_store_does_not_replace_the_newer_holders_record
     // lease expired, reads version 2 and stores first; then A's run ends and stores late.
     let gate = Arc::new(Notify::new());
     let origin = Origin {
-        runs: Arc::default(),
         gate: Some(gate.clone()),
+        ..Origin::default()
     };
     let app_a = node_app(a.clone(), origin.clone(), Some(lease_time)).await;
     let app_b = node_app(b.clone(), origin.clone(), Some(lease_time)).await;
@@ -481,4 +485,87 @@ async fn the_store_refuses_a_write_under_an_older_token_whichever_came_first() {
         ),
         "still held by {newest:?}"
     );
+}
+
+/// A soft purge seen by every node: each node answers its next request `STALE` at once and
+/// refreshes in the background, and the refreshes coalesce over the lease, so the origin runs
+/// once for all the nodes, not once per node. Then every node HITs the refreshed body.
+#[actix_web::test]
+async fn a_soft_purge_over_three_nodes_refreshes_once_in_the_background() {
+    let redis = RedisServer::start();
+    let caches: Vec<Cache> = (0..3).map(|_| node(one_node_store(&redis.url()))).collect();
+    for cache in &caches {
+        wait_in_sync(cache).await;
+    }
+    let origin = Origin {
+        swr: Some(Duration::from_secs(60)),
+        ..Origin::default()
+    };
+    let mut apps = Vec::new();
+    for cache in &caches {
+        apps.push(node_app(cache.clone(), origin.clone(), None).await);
+    }
+    // Filled once, and every node has it (the control that the cache stores at all).
+    let first = spread(&apps, 3).await;
+    assert_eq!(origin.runs(), 1, "{first:?}");
+    for (node, app) in apps.iter().enumerate() {
+        let seen = ask(app, node).await;
+        assert_eq!(
+            (seen.x_cache.as_str(), seen.body.as_str()),
+            ("HIT", "item 1")
+        );
+    }
+    caches[0].soft_invalidate_tag("items").await.unwrap();
+    for cache in &caches[1..] {
+        let softened = || async {
+            let key = cache.primary_key(b"http://localhost:8080", b"/item", b"");
+            match cache.lookup(&key, |_| key.cache_key()).await {
+                Lookup::Stale(_) => Ok(()),
+                other => Err(format!("not stale yet: {}", lookup_name(&other))),
+            }
+        };
+        eventually(
+            Duration::from_secs(2),
+            "the soft purge reaches the node",
+            softened,
+        )
+        .await;
+    }
+    // 48 requests per node at once: every answer is the old body, STALE, and none waits for
+    // the 200 ms handler.
+    let seen = spread(&apps, 144).await;
+    for s in &seen {
+        assert_eq!(
+            (s.status, s.x_cache.as_str(), s.body.as_str()),
+            (StatusCode::OK, "STALE", "item 1"),
+            "{s:?}"
+        );
+    }
+    assert!(
+        slowest(&seen) < DELAY / 2,
+        "slowest stale answer {:?}",
+        slowest(&seen)
+    );
+    // Every node is refreshed by the one run, and then HITs.
+    for (node, app) in apps.iter().enumerate() {
+        let label = format!("node {node} serves the refreshed body");
+        eventually(Duration::from_secs(3), &label, || async {
+            let seen = ask(app, node).await;
+            match (seen.x_cache.as_str(), seen.body.as_str()) {
+                ("HIT", "item 2") => Ok(()),
+                _ => Err(format!("{seen:?}")),
+            }
+        })
+        .await;
+    }
+    assert_eq!(origin.runs(), 2, "one background refresh for three nodes");
+}
+
+fn lookup_name(lookup: &Lookup) -> &'static str {
+    match lookup {
+        Lookup::Fresh(_) => "fresh",
+        Lookup::Stale(_) => "stale",
+        Lookup::Retained(_) => "retained",
+        _ => "miss",
+    }
 }

@@ -247,6 +247,14 @@ impl ClockLink {
         self.clocks.apply_soft(tick, tags);
     }
 
+    /// Whether this process knows a soft purge of `tag` at `tick` or later: the store may then
+    /// hand it a record Redis reports softened at `tick`, since this process dates that purge.
+    pub fn knows_softened(&self, tag: &str, tick: u64) -> bool {
+        self.clocks
+            .soft_tick(tag)
+            .is_some_and(|known| known >= tick)
+    }
+
     /// Everything was purged at `tick`.
     pub fn purged(&self, tick: u64) {
         self.clocks.apply_purge(tick);

@@ -652,12 +652,19 @@ impl RedisStore {
         let (Some(born), Some(tags)) = (born, scripts::parse_pieces(&tags)) else {
             return Err(self.malformed(key).await);
         };
-        if !self.check_clocks(&keys, born, &tags, None).await? {
-            // Refused by the clocks: gone for everyone (a failure to delete only delays that).
-            let _ = self.remove(key).await;
-            return Ok(None);
+        match self.check_clocks(&keys, born, &tags, None).await? {
+            Checked::Refused => {
+                // Refused by the clocks: gone for everyone (a failure to delete only delays
+                // that).
+                let _ = self.remove(key).await;
+                Ok(None)
+            }
+            // Softened: still valid, and other nodes may serve it stale, so it stays. This
+            // node serves it too if its mirror knows each of those soft purges, since the
+            // mirror dates them and so decides the stale windows; else it is a miss.
+            Checked::Valid { soft } if !self.mirror_knows_soft(born, &tags, &soft) => Ok(None),
+            Checked::Valid { .. } => self.decoded(key, value).await,
         }
-        self.decoded(key, value).await
     }
 
     /// The record a value holds. A value we cannot read is a miss; it is counted and deleted,
@@ -685,18 +692,30 @@ impl RedisStore {
         CacheError::Corrupt("malformed record (deleted)".into())
     }
 
-    /// Whether the clocks accept a record born at `born` under `tags` (`check`, in the clock
+    /// Whether this node's mirror of the clocks knows every soft purge of `tags` that Redis
+    /// reports after `born` (`soft`, one tick per tag, 0 for none): the same one or a later
+    /// one of each tag, so that the staleness it computes starts no later than Redis's.
+    fn mirror_knows_soft(&self, born: u64, tags: &[String], soft: &[u64]) -> bool {
+        let Some(link) = self.shared.link.get() else {
+            return soft.iter().all(|tick| *tick <= born);
+        };
+        tags.iter()
+            .zip(soft)
+            .filter(|(_, tick)| **tick > born)
+            .all(|(tag, tick)| link.knows_softened(tag, *tick))
+    }
+
+    /// What the clocks say of a record born at `born` under `tags` (`check`, in the clock
     /// slot); `life` (ms) is the record's whole life when a store asks, which the clocks keep
-    /// the longest of.
+    /// the longest of. A store is refused by a soft purge after `born` too: a fill begun
+    /// before it must not be stored as fresh.
     async fn check_clocks(
         &self,
         keys: &Keys,
         born: u64,
         tags: &[String],
         life: Option<u64>,
-    ) -> Result<bool, CacheError> {
-        // A soft clock counts as a clock here: a softened record is a miss for whoever checks
-        // in Redis (subscribed processes serve it stale through their mirror instead).
+    ) -> Result<Checked, CacheError> {
         let clock_keys: Vec<Vec<u8>> = tags
             .iter()
             .map(|t| keys.clock(t))
@@ -723,8 +742,14 @@ impl RedisStore {
             .await?;
         let parts = self.script_reply(reply)?;
         match parts.get(1).and_then(int) {
-            Some(1) => Ok(true),
-            Some(0) => Ok(false),
+            Some(1) => {
+                let soft: Option<Vec<u64>> = parts[2..].iter().map(int).collect();
+                match soft {
+                    Some(soft) if soft.len() == tags.len() => Ok(Checked::Valid { soft }),
+                    _ => Err(CacheError::Corrupt("unexpected script reply".into())),
+                }
+            }
+            Some(0) => Ok(Checked::Refused),
             _ => Err(CacheError::Corrupt("unexpected script reply".into())),
         }
     }
@@ -806,7 +831,10 @@ impl RedisStore {
         if token.is_some() && int(&reply) != Some(1) {
             return Err(CacheError::Superseded);
         }
-        if self.check_clocks(&keys, born, &tags, Some(life)).await? {
+        if matches!(
+            self.check_clocks(&keys, born, &tags, Some(life)).await?,
+            Checked::Valid { .. }
+        ) {
             return Ok(());
         }
         let _ = self.remove(key).await;
@@ -1063,6 +1091,14 @@ where
         }
     }
     result
+}
+
+/// What the clocks in Redis say of a record (`check_clocks`).
+enum Checked {
+    /// Invalidated or purged after it was born, or (for a store) softened.
+    Refused,
+    /// Valid; `soft` is each tag's soft-purge tick (0: never softened), for a read to judge.
+    Valid { soft: Vec<u64> },
 }
 
 /// How the error of an invalidation no replica confirmed begins: Redis answered (and ran it),

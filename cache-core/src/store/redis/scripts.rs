@@ -89,8 +89,11 @@ end
 "#;
 
 /// `check`: KEYS seq, purged, life, clock index, then the clock key of each of the record's
-/// tags; ARGV born, the record's life in ms ("" = a read: leave it), now (Unix ms). Returns
-/// `{seq, valid}`: valid is 1 when `born` is at least the purge tick and every clock, else 0. A
+/// tags, then the soft clock key of each; ARGV born, the record's life in ms ("" = a read:
+/// leave it), now (Unix ms). Returns `{seq, valid, soft...}`: valid is 1 when `born` is at
+/// least the purge tick and every clock, else 0; a store (a life given) also counts a soft
+/// clock above `born` as refusing it (a fill begun before a soft purge is not stored as fresh),
+/// while a read gets each soft clock's tick after `valid` (0: none) and decides itself. A
 /// `born` above the counter means the counter went back: the counter is raised and the record
 /// refused. A garbage clock or purge tick is repaired to the current tick (an invalidation: the
 /// safe reading of "unknown"). Touches only the namespace's clock slot.
@@ -110,6 +113,9 @@ if purged and not int(purged) then
 end
 if purged and int(purged) > b then return {seq, 0} end
 local valid = 1
+local life = int(ARGV[2])
+local hard = 4 + (#KEYS - 4) / 2
+local soft = {}
 for i = 5, #KEYS do
   local clock = get(KEYS[i])
   if clock and not int(clock) then
@@ -118,14 +124,21 @@ for i = 5, #KEYS do
     index(KEYS[4], int(ARGV[3]) or 0, KEYS[i])
     clock = seq
   end
-  if clock and int(clock) > b then valid = 0 end
+  local tick = int(clock) or 0
+  if i > hard then
+    soft[#soft + 1] = tick
+    if life and tick > b then valid = 0 end
+  elseif tick > b then
+    valid = 0
+  end
 end
-local life = int(ARGV[2])
 if valid == 1 and life and life > (int(get(KEYS[3])) or 0) then
   redis.call('DEL', KEYS[3])
   redis.call('SET', KEYS[3], ARGV[2])
 end
-return {seq, valid}
+local reply = {seq, valid}
+for _, tick in ipairs(soft) do reply[#reply + 1] = tick end
+return reply
 "#;
 
 /// `put`: KEYS record; ARGV value, born, tags (`len:tag` pieces), ttl ms. Writes the record, a
