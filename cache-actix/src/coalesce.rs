@@ -24,13 +24,14 @@ use std::time::Duration;
 use actix_web::dev::ServiceRequest;
 use cache_core::{
     lease::{Lease, LeaseGrant},
+    time::now_ms,
     Entry, Lookup, PrimaryKey,
 };
 use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::request_key::variant_key;
-use crate::rules::servable;
+use crate::rules::{self, servable, Reuse};
 
 /// The first pause between two looks at the L2 while another node fills...
 const FIRST_PAUSE: Duration = Duration::from_millis(2);
@@ -98,14 +99,26 @@ pub(crate) async fn across_nodes(
         if let Some(found) = stored(config, primary, req).await {
             return found;
         }
+        // The look took its time too: never ask for the lease again past the deadline.
+        if Instant::now() >= deadline {
+            return Across::Run {
+                lease: None,
+                timed_out: true,
+            };
+        }
     }
 }
 
 /// What the L2 holds for this request now, if it settles the wait: its fresh entry
-/// (`Shared`), or one it may not take (`Run`, alone: ours to fill, not to take).
+/// (`Shared`), or one it may not take (`Run`, alone: ours to fill, not to take). An entry the
+/// request's own directives refuse (`no-cache`, `max-age=0`, ...: the reuse decision that sent
+/// it here) never settles it: it fills, with the lease, once the lease is free.
 async fn stored(config: &Config, primary: &PrimaryKey, req: &ServiceRequest) -> Option<Across> {
     let cache = &config.cache;
     let headers = req.headers();
+    if rules::forces_refresh(config, headers) {
+        return None;
+    }
     let lookup = cache
         .lookup(primary, |vary| variant_key(primary, vary, headers))
         .await;
@@ -115,6 +128,18 @@ async fn stored(config: &Config, primary: &PrimaryKey, req: &ServiceRequest) -> 
     // The same checks a local waiter makes on its leader's entry.
     let own = variant_key(primary, entry.vary(), headers);
     if !cache.is_valid(&entry) || entry.key() != own.as_bytes() {
+        return None;
+    }
+    let softened = cache.softened_at(&entry);
+    let http_mode = config.http.is_some();
+    let reused = rules::reuse(
+        Lookup::Fresh(entry.clone()),
+        headers,
+        http_mode,
+        now_ms(),
+        softened,
+    );
+    if !matches!(reused, Reuse::Fresh(_)) {
         return None;
     }
     if servable(&entry, headers) {

@@ -539,7 +539,13 @@ where
         );
         let (entry, outcome) = match merged {
             (updated, Ok(())) => {
-                let entry = match self.cache().store(&fill.primary, &key, updated).await {
+                // Fenced like a fill's store: a revalidation that outlived its lease must not
+                // replace a newer one's record.
+                let stored = self
+                    .cache()
+                    .store_fenced(&fill.primary, &key, updated, fill.lease.as_ref())
+                    .await;
+                let entry = match stored {
                     Ok(stored) => {
                         prepare_downstream(&self.config, &stored);
                         if let Some(leader) = fill.leader {
@@ -653,7 +659,7 @@ where
             // Refused by the store: still the origin's answer to the waiters that came before
             // the fill began, or to all of them when only a lost link to Redis refused it.
             (Some(leader), Err(refused)) if keep && !fill.asked.head => {
-                let since = if self.cache().refused_only_out_of_touch(refused) {
+                let since = if self.cache().refused_only_out_of_touch(refused).await {
                     std::time::Instant::now()
                 } else {
                     fill.born_at

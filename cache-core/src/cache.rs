@@ -409,15 +409,32 @@ impl Cache {
     /// then lets the requests waiting on the fill that made it take it: with the L2 away nothing
     /// can be stored, and a refusal for this reason alone would turn every fill's waiters into a
     /// stampede.
+    ///
+    /// Out of touch is not proof that nothing was missed: when the shared clocks can be asked
+    /// (Redis answers, only the subscription is down), they decide, and an entry they refuse is
+    /// refused. Only when they cannot be asked either (Redis away from this node) does the
+    /// local view decide. Then no other node can have an invalidation acknowledged either,
+    /// unless this node alone is cut off from a Redis the others reach; in that case a request
+    /// that joined the one fill in flight after such an acknowledgement may get its answer.
     // Hidden: only the cache-actix middleware calls it; public because that is another crate.
     #[doc(hidden)]
-    pub fn refused_only_out_of_touch(&self, entry: &Entry) -> bool {
-        !self.in_sync()
+    pub async fn refused_only_out_of_touch(&self, entry: &Entry) -> bool {
+        let locally = !self.in_sync()
             && self
                 .inner
                 .local
                 .clocks
-                .refused_only_as_forgotten(entry.born, entry.tags.iter().map(String::as_str))
+                .refused_only_as_forgotten(entry.born, entry.tags.iter().map(String::as_str));
+        if !locally {
+            return false;
+        }
+        match &self.inner.authority {
+            Some(authority) => authority
+                .accepts(entry.born, &entry.tags)
+                .await
+                .unwrap_or(true),
+            None => true,
+        }
     }
 
     /// Whether the clocks accept `record`.
@@ -583,7 +600,12 @@ impl Cache {
             )
             .await;
         }
-        let token = lease.map(Lease::token);
+        // Fenced only under the lease of this very key: a fill that did not know the vary list
+        // took the primary key's lease, which says nothing of this variant's record (and, on a
+        // cluster, lives on another master with another clock).
+        let token = lease
+            .filter(|lease| lease.flight() == key.hash())
+            .map(Lease::token);
         if !self.put(key, Record::Response(entry.clone()), token).await {
             return Err(entry);
         }

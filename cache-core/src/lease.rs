@@ -93,6 +93,11 @@ impl Lease {
     pub fn token(&self) -> u64 {
         self.token
     }
+
+    /// The flight (key hash) the lease was granted for.
+    pub(crate) fn flight(&self) -> u128 {
+        self.flight
+    }
 }
 
 impl fmt::Debug for Lease {

@@ -487,6 +487,136 @@ async fn the_store_refuses_a_write_under_an_older_token_whichever_came_first() {
     );
 }
 
+/// The newer fill's record was written without its token (a plain store: a fill that timed
+/// out on the lock, or no lease) and then vanished (evicted, expired): the record carries no
+/// token to fence by, yet the expired holder's late store is still refused, by the counter of
+/// the tokens granted.
+#[actix_web::test]
+async fn an_expired_holders_late_store_is_refused_even_when_the_newer_record_carries_no_token() {
+    let redis = RedisServer::start();
+    let (a, b) = (
+        node(one_node_store(&redis.url())),
+        node(one_node_store(&redis.url())),
+    );
+    wait_in_sync(&a).await;
+    wait_in_sync(&b).await;
+    let primary = a.primary_key(b"http://shop.example", b"/unfenced", b"");
+    let entry = |cache: &Cache, body: &'static str| {
+        let now = cache_core::time::now_ms();
+        Entry::new(
+            primary.cache_key().bytes(),
+            200,
+            vec![],
+            body.into(),
+            now,
+            now + 60_000,
+        )
+        .with_born(cache.begin_fill())
+    };
+    let LeaseGrant::Granted(old) = a.lease(primary.hash(), Duration::from_millis(50)).await else {
+        panic!("the lease was free")
+    };
+    actix_web::rt::time::sleep(Duration::from_millis(80)).await;
+    let LeaseGrant::Granted(new) = b.lease(primary.hash(), Duration::from_secs(5)).await else {
+        panic!("the expired lease is free to take")
+    };
+    drop(new);
+    actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    // The newer fill stores without a token, and its record is gone again (as if evicted).
+    b.store(&primary, &primary.cache_key(), entry(&b, "new"))
+        .await
+        .unwrap_or_else(|_| panic!("a plain store"));
+    let records = redis.keys("ca:*:r:*");
+    assert_eq!(
+        records.len(),
+        1,
+        "the newer record is in Redis: {records:?}"
+    );
+    redis.command(&["DEL", &records[0]]);
+    let late = a
+        .store_fenced(&primary, &primary.cache_key(), entry(&a, "old"), Some(&old))
+        .await;
+    assert!(late.is_err(), "the expired holder's late store is refused");
+    // A fresh node (no L1 copy) finds nothing the old holder wrote.
+    let reader = node(one_node_store(&redis.url()));
+    wait_in_sync(&reader).await;
+    let found = reader.lookup(&primary, |_| unreachable!()).await;
+    assert!(
+        !matches!(&found, Lookup::Fresh(e) if &e.body()[..] == b"old"),
+        "the late body was stored"
+    );
+    // The control: the current holder's fenced store goes through.
+    let LeaseGrant::Granted(current) = b.lease(primary.hash(), Duration::from_secs(5)).await else {
+        panic!("the lease is free")
+    };
+    let stored = b
+        .store_fenced(
+            &primary,
+            &primary.cache_key(),
+            entry(&b, "newest"),
+            Some(&current),
+        )
+        .await;
+    assert!(stored.is_ok(), "the holder of the newest lease stores");
+}
+
+/// A request that asks for a refresh (`Cache-Control: no-cache`, honoured) is never answered
+/// from the entry the L2 holds, by the look a leaseholder makes before it runs the handler:
+/// the handler runs, and the new body is what the next request HITs.
+#[actix_web::test]
+async fn a_client_no_cache_is_a_fill_over_redis_too() {
+    let redis = RedisServer::start();
+    let (a, b) = (
+        node(one_node_store(&redis.url())),
+        node(one_node_store(&redis.url())),
+    );
+    wait_in_sync(&a).await;
+    wait_in_sync(&b).await;
+    let origin = Origin::default();
+    let app = |cache: Cache| {
+        let origin = origin.clone();
+        test::init_service(
+            App::new()
+                .wrap(CacheMiddleware::new(cache).honor_client_no_cache(true))
+                .route(
+                    "/item",
+                    web::get().to(move || {
+                        let origin = origin.clone();
+                        async move {
+                            let run = origin.runs.fetch_add(1, Ordering::SeqCst) + 1;
+                            Cached::new(
+                                HttpResponse::Ok().body(format!("item {run}")),
+                                CachePolicy::new(Duration::from_secs(60)),
+                            )
+                        }
+                    }),
+                ),
+        )
+    };
+    let (app_a, app_b) = (app(a.clone()).await, app(b.clone()).await);
+    assert_eq!(ask(&app_a, 0).await.body, "item 1");
+    let control = ask(&app_b, 1).await;
+    assert_eq!(
+        (control.x_cache.as_str(), control.body.as_str()),
+        ("HIT", "item 1")
+    );
+    for (app, node) in [(&app_b, 1), (&app_a, 0)] {
+        let req = test::TestRequest::get()
+            .uri("/item")
+            .insert_header(("cache-control", "no-cache"))
+            .to_request();
+        let res = app.call(req).await.unwrap_or_else(|e| panic!("{e}"));
+        let x_cache = x_cache_of(res.headers());
+        let body = String::from_utf8_lossy(&test::read_body(res).await).into_owned();
+        assert_eq!(
+            x_cache, "MISS",
+            "node {node}: no-cache answered from the cache: {body}"
+        );
+        assert_ne!(body, "item 1", "node {node}");
+    }
+    assert_eq!(origin.runs(), 3, "each no-cache request ran the handler");
+}
+
 /// A soft purge seen by every node: each node answers its next request `STALE` at once and
 /// refreshes in the background, and the refreshes coalesce over the lease, so the origin runs
 /// once for all the nodes, not once per node. Then every node HITs the refreshed body.

@@ -172,6 +172,17 @@ pub trait ClockAuthority: Store {
     /// returns the tick.
     async fn purge_clocks(&self) -> Result<u64, CacheError>;
 
+    /// Whether the shared clocks accept an entry born at `born` under `tags` (no invalidation
+    /// or purge after it), asked of the authority itself rather than this process's mirror:
+    /// what a process out of touch with the authority asks before it trusts a result made
+    /// while it was. `Err` when the authority cannot answer; the default answers nothing.
+    async fn accepts(&self, born: u64, tags: &[String]) -> Result<bool, CacheError> {
+        let _ = (born, tags);
+        Err(CacheError::Backend(
+            "this authority cannot check an entry".into(),
+        ))
+    }
+
     /// Connects the authority to a cache's clocks and L1, so that invalidations made by other
     /// processes reach them. Called once, by [`crate::CacheBuilder::build`]; the cache's L1
     /// stays unused until the authority calls [`ClockLink::resumed`].

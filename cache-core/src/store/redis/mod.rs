@@ -811,6 +811,7 @@ impl RedisStore {
         let record_key = keys.record(key);
         let pieces = tag_pieces(&tags);
         let lease_key = keys.lease(key.hash());
+        let fence_key = keys.fence(key.hash());
         let reply = self
             .call(move |shared| async move {
                 let mut invocation = match token {
@@ -819,7 +820,7 @@ impl RedisStore {
                 };
                 invocation.key(&record_key);
                 if token.is_some() {
-                    invocation.key(&lease_key);
+                    invocation.key(&lease_key).key(&fence_key);
                 }
                 invocation.arg(value).arg(born).arg(pieces).arg(ttl);
                 if let Some(token) = token {
@@ -947,6 +948,14 @@ impl ClockAuthority for RedisStore {
 
     async fn soft_invalidate(&self, tags: &[String]) -> Result<u64, CacheError> {
         self.tick_clocks(tags, true).await
+    }
+
+    async fn accepts(&self, born: u64, tags: &[String]) -> Result<bool, CacheError> {
+        let keys = self.keys()?;
+        // As a read: a soft purge does not refuse it (it concerns freshness, which the caller
+        // judged already).
+        let checked = self.check_clocks(&keys, born, tags, None).await?;
+        Ok(matches!(checked, Checked::Valid { .. }))
     }
 
     async fn purge_clocks(&self) -> Result<u64, CacheError> {

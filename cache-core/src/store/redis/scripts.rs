@@ -185,12 +185,16 @@ end
 return 0
 "#;
 
-/// `put_fenced`: KEYS record, the lease of the record's key (one slot); ARGV value, born, tags,
-/// ttl ms, token. `put` for a lease holder: refused (0) when the lease is held with a higher
-/// token (a newer fill runs) or the record there was written with a higher one (a newer fill
-/// stored); otherwise the record is written with `f` = token (1).
+/// `put_fenced`: KEYS record, the lease of the record's key, its fencing counter (one slot);
+/// ARGV value, born, tags, ttl ms, token. `put` for a lease holder: refused (0) when a higher
+/// token was granted since (the counter: a newer fill ran, whether or not its record is still
+/// there or carries its token), the lease is held with a higher token (a newer fill runs) or
+/// the record there was written with a higher one (a newer fill stored); otherwise the record
+/// is written with `f` = token (1).
 const PUT_FENCED_BODY: &str = r#"
 local token = int(ARGV[5]) or 0
+local fence = int(get(KEYS[3]))
+if fence and fence > token then return 0 end
 local lease = int(get(KEYS[2]))
 if lease and lease > token then return 0 end
 local f = redis.pcall('HGET', KEYS[1], 'f')
