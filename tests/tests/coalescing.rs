@@ -617,6 +617,98 @@ async fn a_client_no_cache_is_a_fill_over_redis_too() {
     assert_eq!(origin.runs(), 3, "each no-cache request ran the handler");
 }
 
+/// Node A's subscription is gone while Redis still answers it (its user lost the channel), so
+/// A stores nothing and shares each fill with the requests that joined it. A fill begins on A
+/// and reads version 1; node B writes version 2 and invalidates (Ok); then a victim's request
+/// joins A's fill. It must not get version 1: A asks Redis whether the fill still holds before
+/// it shares it with a request that came after the fill began, and Redis refuses it.
+#[actix_web::test]
+async fn a_node_out_of_touch_shares_no_fill_an_invalidation_it_missed_refused() {
+    let redis = RedisServer::start();
+    let acl = redis.command(&[
+        "ACL",
+        "SETUSER",
+        "writer",
+        "on",
+        ">writer-pw",
+        "~*",
+        "&*",
+        "+@all",
+    ]);
+    assert!(acl.is_some_and(|r| r.starts_with("+OK")), "ACL SETUSER");
+    let b_url = format!(
+        "redis://writer:writer-pw@127.0.0.1:{}",
+        redis.url().rsplit(':').next().unwrap_or("")
+    );
+    let (a, b) = (
+        node(one_node_store(&redis.url())),
+        node(one_node_store(&b_url)),
+    );
+    wait_in_sync(&a).await;
+    wait_in_sync(&b).await;
+    let version = Arc::new(AtomicUsize::new(1));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let app_a = {
+        let (version, runs) = (version.clone(), runs.clone());
+        test::init_service(App::new().wrap(CacheMiddleware::new(a.clone())).route(
+            "/item",
+            web::get().to(move || {
+                let (version, runs) = (version.clone(), runs.clone());
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    let read = version.load(Ordering::SeqCst);
+                    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+                    Cached::new(
+                        HttpResponse::Ok().body(format!("v{read}")),
+                        CachePolicy::new(Duration::from_secs(60)).tag("items"),
+                    )
+                }
+            }),
+        ))
+        .await
+    };
+    // A's user loses the channel: Redis drops A's subscription and refuses a new one.
+    let reset = redis.command(&["ACL", "SETUSER", "default", "resetchannels"]);
+    assert!(
+        reset.is_some_and(|r| r.starts_with("+OK")),
+        "ACL resetchannels"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.in_sync() {
+        assert!(Instant::now() < deadline, "node A stayed subscribed");
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    let leader = ask(&app_a, 0);
+    let victim = async {
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        version.store(2, Ordering::SeqCst);
+        b.invalidate_tag("items")
+            .await
+            .unwrap_or_else(|e| panic!("B's invalidation: {e}"));
+        // After the invalidation returned Ok, while A's fill still runs.
+        ask(&app_a, 0).await
+    };
+    let (leader, victim) = futures_util::future::join(leader, victim).await;
+    assert_eq!(leader.body, "v1", "the fill that began first: {leader:?}");
+    assert_eq!(
+        (victim.status, victim.body.as_str()),
+        (StatusCode::OK, "v2"),
+        "the victim got a body its invalidation removed: {victim:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    // The control: while A is out of touch, a burst still costs at most one run (its requests
+    // share the fill, or the victim's fill was stored: Redis vouched for it).
+    let burst = join_all((0..8).map(|_| ask(&app_a, 0))).await;
+    assert!(
+        burst
+            .iter()
+            .all(|s| s.status == StatusCode::OK && s.body == "v2"),
+        "{burst:?}"
+    );
+    let runs = runs.load(Ordering::SeqCst);
+    assert!(runs <= 3, "{runs} runs: more than one for the burst");
+}
+
 /// A soft purge seen by every node: each node answers its next request `STALE` at once and
 /// refreshes in the background, and the refreshes coalesce over the lease, so the origin runs
 /// once for all the nodes, not once per node. Then every node HITs the refreshed body.
