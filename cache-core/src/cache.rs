@@ -748,7 +748,7 @@ impl Cache {
             return Ok(());
         }
         self.record(Event::Invalidation);
-        let ticked = self.tick(&tags).await;
+        let ticked = self.tick(&tags, false).await;
         // After the local part, which `tick` has done whether or not the authority answered.
         self.notify_invalidated(&tags);
         ticked?;
@@ -820,24 +820,12 @@ impl Cache {
             return Ok(());
         }
         self.record(Event::Invalidation);
-        let result = match &self.inner.authority {
-            None => {
-                self.inner.local.clocks.soften(tags.iter().cloned());
-                Ok(())
-            }
-            Some(authority) => match authority.soft_invalidate(&tags).await {
-                Ok(tick) => {
-                    let clocks = &self.inner.local.clocks;
-                    clocks.apply_soft(tick, tags.iter().cloned());
-                    Ok(())
-                }
-                Err(err) => Err(self.shared_tick_failed(err)),
-            },
-        };
+        let ticked = self.tick(&tags, true).await;
         // The hooks hear of it whether or not the L2 part succeeded, as for a hard one.
         self.notify_invalidated(&tags);
+        ticked?;
         tracing::debug!(?tags, "soft-invalidated tags");
-        result
+        Ok(())
     }
 
     /// When `entry` became stale through a soft purge of one of its tags (Unix ms), if it did.
@@ -855,17 +843,32 @@ impl Cache {
         entry.freshness_softened(now, self.softened_at(entry))
     }
 
-    /// One clock tick for `tags`: in the shared clocks when the L2 keeps them (then here, at the
-    /// tick they returned), else here. If the shared clocks cannot be reached, this node's L1 is
-    /// dropped and refuses every fill begun so far, and the error is returned.
-    async fn tick(&self, tags: &[String]) -> Result<(), CacheError> {
+    /// One clock tick for `tags` (their soft clocks when `soft`): in the shared clocks when the
+    /// L2 keeps them (then here, at the tick they returned), else here. If the shared clocks
+    /// cannot be reached, this node's L1 is dropped and refuses every fill begun so far, and the
+    /// error is returned.
+    async fn tick(&self, tags: &[String], soft: bool) -> Result<(), CacheError> {
+        let clocks = &self.inner.local.clocks;
         let Some(authority) = &self.inner.authority else {
-            self.inner.local.clocks.invalidate(tags.iter().cloned());
+            if soft {
+                clocks.soften(tags.iter().cloned());
+            } else {
+                clocks.invalidate(tags.iter().cloned());
+            }
             return Ok(());
         };
-        match authority.invalidate(tags).await {
+        let ticked = if soft {
+            authority.soft_invalidate(tags).await
+        } else {
+            authority.invalidate(tags).await
+        };
+        match ticked {
+            Ok(tick) if soft => {
+                clocks.apply_soft(tick, tags.iter().cloned());
+                Ok(())
+            }
             Ok(tick) => {
-                self.inner.local.clocks.apply(tick, tags.iter().cloned());
+                clocks.apply(tick, tags.iter().cloned());
                 Ok(())
             }
             Err(err) => Err(self.shared_tick_failed(err)),
@@ -1053,7 +1056,7 @@ impl Cache {
         if let Some(l1) = &self.inner.local.l1 {
             l1.remove_now(&primary.cache_key());
         }
-        self.tick(&[primary.url_tag()]).await?;
+        self.tick(&[primary.url_tag()], false).await?;
         if let Some(l2) = &self.inner.l2 {
             l2.remove(&primary.cache_key()).await?;
         }
