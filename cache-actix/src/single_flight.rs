@@ -61,6 +61,7 @@ pub(crate) async fn elect(
     let mut superseded = None;
     loop {
         let joined = std::time::Instant::now();
+        let joined_ms = cache_core::time::now_ms();
         let mut waiter = match flights.join(flight) {
             // Only a request fit to lead asks the other nodes (an unfit one would step down).
             Join::Leader(leader) if fit => {
@@ -118,7 +119,11 @@ pub(crate) async fn elect(
             }
             Ok(Ended::Done(entry)) => {
                 // Re-check the clocks: an invalidation may have resolved after the leader stored.
-                if !cache.is_valid(&entry) {
+                // A soft purge before this request joined makes the result stale to it, never
+                // a fresh answer: it joins the next fill.
+                if !cache.is_valid(&entry)
+                    || cache.softened_at(&entry).is_some_and(|at| at <= joined_ms)
+                {
                     continue;
                 }
                 entry

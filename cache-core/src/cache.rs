@@ -429,10 +429,12 @@ impl Cache {
             return false;
         }
         match &self.inner.authority {
-            Some(authority) => authority
-                .accepts(entry.born, &entry.tags)
-                .await
-                .unwrap_or(true),
+            // Unreachable: the local view decides (above). A reply we cannot read is a refusal.
+            Some(authority) => match authority.accepts(entry.born, &entry.tags).await {
+                Ok(accepted) => accepted,
+                Err(CacheError::Corrupt(_)) => false,
+                Err(_) => true,
+            },
             None => true,
         }
     }

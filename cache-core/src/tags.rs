@@ -51,6 +51,11 @@ pub(crate) struct TagClocks {
     soft: DashMap<String, (u64, u64)>,
     /// The highest soft clock: an entry born at or after it was softened by no tag.
     newest_soft_tick: AtomicU64,
+    /// Highest soft clock `prune` dropped, and the earliest wall time among those dropped: an
+    /// entry born before that tick may be under a dropped soft clock (another process may store
+    /// longer lives than this one knows), so it counts as softened then, the safe side.
+    soft_pruned_upto: AtomicU64,
+    soft_pruned_wall: AtomicU64,
     /// Longest `expires_at - stored_at` of any entry stored, in ms.
     longest_life_ms: AtomicU64,
 }
@@ -80,6 +85,8 @@ impl TagClocks {
             newest_tag_tick: AtomicU64::new(0),
             soft: DashMap::new(),
             newest_soft_tick: AtomicU64::new(0),
+            soft_pruned_upto: AtomicU64::new(0),
+            soft_pruned_wall: AtomicU64::new(u64::MAX),
             longest_life_ms: AtomicU64::new(0),
         }
     }
@@ -194,8 +201,11 @@ impl TagClocks {
         if self.newest_soft_tick.load(Ordering::SeqCst) <= born {
             return None;
         }
+        let pruned = (self.soft_pruned_upto.load(Ordering::SeqCst) > born)
+            .then(|| self.soft_pruned_wall.load(Ordering::SeqCst));
         tags.into_iter()
             .filter_map(|tag| self.soft.get(tag).and_then(|c| (c.0 > born).then_some(c.1)))
+            .chain(pruned)
             .min()
     }
 
@@ -259,8 +269,21 @@ impl TagClocks {
             keep
         });
         self.pruned_upto.fetch_max(dropped_max, Ordering::SeqCst);
-        // A soft clock past the horizon softens only entries that have expired.
-        self.soft.retain(|_, (_, wall)| *wall >= horizon);
+        // A soft clock past the horizon softens only entries that have expired here; one that
+        // another process stored with a longer life still counts as softened (the floor).
+        let (mut soft_max, mut soft_wall) = (0, u64::MAX);
+        self.soft.retain(|_, (tick, wall)| {
+            let keep = *wall >= horizon;
+            if !keep {
+                soft_max = soft_max.max(*tick);
+                soft_wall = soft_wall.min(*wall);
+            }
+            keep
+        });
+        if soft_max > 0 {
+            self.soft_pruned_wall.fetch_min(soft_wall, Ordering::SeqCst);
+            self.soft_pruned_upto.fetch_max(soft_max, Ordering::SeqCst);
+        }
         before.saturating_sub(self.clocks.len())
     }
 
@@ -363,6 +386,34 @@ mod tests {
         shared.apply_soft(4, ["a"]);
         assert!(shared.softened_at(5, ["a"]).is_some());
         assert_eq!(shared.now(), 9);
+    }
+
+    #[test]
+    fn an_entry_older_than_a_pruned_soft_clock_still_counts_as_softened() {
+        let clocks = TagClocks::default();
+        let born = clocks.now(); // stored by a process that keeps entries longer than this one
+        clocks.soften(["a"]);
+        let softened = clocks.softened_at(born, ["a"]);
+        assert!(softened.is_some());
+        // Past this process's horizon: the soft clock goes, its floor stays.
+        clocks.soft.alter_all(|_, (tick, _)| (tick, 5));
+        clocks.prune();
+        assert!(clocks.soft.is_empty());
+        assert_eq!(
+            clocks.softened_at(born, ["a"]),
+            Some(5),
+            "never fresh again"
+        );
+        assert_eq!(
+            clocks.softened_at(born, ["b"]),
+            Some(5),
+            "tags unknown: the safe side"
+        );
+        assert_eq!(
+            clocks.softened_at(clocks.now(), ["a"]),
+            None,
+            "later fills are fresh"
+        );
     }
 
     #[test]

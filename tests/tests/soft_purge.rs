@@ -180,6 +180,48 @@ async fn a_fill_in_flight_during_a_soft_purge_is_not_stored_as_fresh() {
     assert_eq!((fresh.x_cache(), fresh.text().as_str()), ("HIT", "v2"));
 }
 
+/// Requests waiting on a fill when a soft purge lands: one that joined before the purge shares
+/// the fill's answer (it asked before the purge), one that joined after it never gets that
+/// answer as a fresh `HIT`: it joins the next fill instead.
+#[actix_web::test]
+async fn a_request_that_joins_a_fill_after_a_soft_purge_never_gets_its_answer_as_fresh() {
+    let cache = Cache::memory();
+    let runs = Arc::new(AtomicU64::new(0));
+    let app = test::init_service(app_with(
+        cache.clone(),
+        runs.clone(),
+        Duration::from_millis(300),
+        Duration::from_secs(30),
+    ))
+    .await;
+    let after = |ms| actix_web::rt::time::sleep(Duration::from_millis(ms));
+    let (leader, before, late, ()) = tokio::join!(
+        get_path(&app, "/p"),
+        async {
+            after(50).await;
+            get_path(&app, "/p").await
+        },
+        async {
+            after(150).await;
+            get_path(&app, "/p").await
+        },
+        async {
+            after(100).await;
+            cache.soft_invalidate_tag("products").await.unwrap();
+        }
+    );
+    assert_eq!((leader.x_cache(), leader.text().as_str()), ("MISS", "v1"));
+    // The control: joined before the soft purge, it shares the fill.
+    assert_eq!((before.x_cache(), before.text().as_str()), ("HIT", "v1"));
+    assert_ne!(
+        (late.x_cache(), late.text().as_str()),
+        ("HIT", "v1"),
+        "a request after the soft purge got the softened fill as fresh"
+    );
+    assert_eq!(late.text(), "v2");
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
 #[actix_web::test]
 async fn the_admin_scope_soft_purges_with_the_token_only() {
     let cache = Cache::memory();

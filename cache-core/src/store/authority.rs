@@ -161,9 +161,10 @@ pub trait ClockAuthority: Store {
 
     /// Softens `tags` in the shared clocks as one tick (their entries stay valid but stale,
     /// [`crate::Cache::soft_invalidate_tag`]), tells every attached process
-    /// ([`ClockLink::softened`]), and returns the tick. Its checks (`put`, `get`) may refuse a
-    /// softened record as if it were invalidated: that costs a miss, never a stale answer taken
-    /// for a fresh one. The default is a hard [`ClockAuthority::invalidate`], the safe reading.
+    /// ([`ClockLink::softened`]), and returns the tick. A store born before it must be refused
+    /// (a fill in flight is not stored as fresh); a read may refuse a softened record too: that
+    /// costs a miss, never a stale answer taken for a fresh one. The default is a hard
+    /// [`ClockAuthority::invalidate`], the safe reading.
     async fn soft_invalidate(&self, tags: &[String]) -> Result<u64, CacheError> {
         self.invalidate(tags).await
     }
@@ -172,8 +173,8 @@ pub trait ClockAuthority: Store {
     /// returns the tick.
     async fn purge_clocks(&self) -> Result<u64, CacheError>;
 
-    /// Whether the shared clocks accept an entry born at `born` under `tags` (no invalidation
-    /// or purge after it), asked of the authority itself rather than this process's mirror:
+    /// Whether the shared clocks accept an entry born at `born` under `tags` as fresh (no
+    /// invalidation, soft invalidation or purge after it), asked of the authority itself rather than this process's mirror:
     /// what a process out of touch with the authority asks before it trusts a result made
     /// while it was. `Err` when the authority cannot answer; the default answers nothing.
     async fn accepts(&self, born: u64, tags: &[String]) -> Result<bool, CacheError> {

@@ -952,10 +952,9 @@ impl ClockAuthority for RedisStore {
 
     async fn accepts(&self, born: u64, tags: &[String]) -> Result<bool, CacheError> {
         let keys = self.keys()?;
-        // As a read: a soft purge does not refuse it (it concerns freshness, which the caller
-        // judged already).
+        // Softened after `born` counts as refused: the result would be shared as fresh.
         let checked = self.check_clocks(&keys, born, tags, None).await?;
-        Ok(matches!(checked, Checked::Valid { .. }))
+        Ok(matches!(checked, Checked::Valid { soft } if soft.iter().all(|tick| *tick <= born)))
     }
 
     async fn purge_clocks(&self) -> Result<u64, CacheError> {

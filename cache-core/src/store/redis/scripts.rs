@@ -13,8 +13,8 @@
 //! - `ca:{<ns>}:seq`: the tick counter; `ca:{<ns>}:purged`: the tick of the last `purge_all`;
 //! - `ca:{<ns>}:t:<tag>`: the tick of the tag's last invalidation, with no expiry;
 //! - `ca:{<ns>}:s:<tag>`: the tick of the tag's last soft invalidation, indexed and pruned like
-//!   the clocks. `check` counts it as a clock: a softened record is a miss for a process that
-//!   checks in Redis, while subscribed processes serve it stale by their mirror of it;
+//!   the clocks. `check` refuses a store born before it, as a clock would; to a read it reports
+//!   it, and the process serves the record stale only if its mirror knows that soft purge;
 //! - `ca:{<ns>}:clocks`: a sorted set of those clock keys by the time (Unix ms) each was set. An
 //!   invalidation names a bounded number of clocks set more than the longest entry life plus an
 //!   hour ago (`ca:{<ns>}:life` holds that life) and `prune` drops them: no record they could
