@@ -59,6 +59,15 @@ fn node(store: RedisStore) -> Cache {
         .build()
 }
 
+/// `N` nodes over one Redis, each subscribed before it is handed out.
+async fn synced_nodes<const N: usize>(redis: &RedisServer) -> [Cache; N] {
+    let caches: [Cache; N] = std::array::from_fn(|_| node(one_node_store(&redis.url())));
+    for cache in &caches {
+        wait_in_sync(cache).await;
+    }
+    caches
+}
+
 fn one_node_store(url: &str) -> RedisStore {
     RedisStore::from_url(url).unwrap_or_else(|e| panic!("redis url: {e}"))
 }
@@ -251,14 +260,7 @@ async fn the_same_over_a_redis_cluster() {
 async fn a_lease_holder_that_died_costs_the_others_one_lease_time_and_one_run() {
     let redis = RedisServer::start();
     let lease_time = Duration::from_millis(300);
-    let (dead, b, c) = (
-        node(one_node_store(&redis.url())),
-        node(one_node_store(&redis.url())),
-        node(one_node_store(&redis.url())),
-    );
-    for cache in [&dead, &b, &c] {
-        wait_in_sync(cache).await;
-    }
+    let [dead, b, c] = synced_nodes(&redis).await;
     // The holder takes the lease of `/item` (the key a test request's URL gets) and dies
     // without releasing it: the guard is never dropped.
     let flight = dead
@@ -361,14 +363,7 @@ async fn with_redis_away_every_node_fills_once_on_its_own_at_once() {
 async fn an_expired_holders_late_store_does_not_replace_the_newer_holders_record() {
     let redis = RedisServer::start();
     let lease_time = Duration::from_millis(150);
-    let (a, b, c) = (
-        node(one_node_store(&redis.url())),
-        node(one_node_store(&redis.url())),
-        node(one_node_store(&redis.url())),
-    );
-    for cache in [&a, &b, &c] {
-        wait_in_sync(cache).await;
-    }
+    let [a, b, c] = synced_nodes(&redis).await;
     // The first run (on A) reads version 1 and stalls past its lease; B's fill, after the
     // lease expired, reads version 2 and stores first; then A's run ends and stores late.
     let gate = Arc::new(Notify::new());
@@ -417,12 +412,7 @@ async fn an_expired_holders_late_store_does_not_replace_the_newer_holders_record
 #[actix_web::test]
 async fn the_store_refuses_a_write_under_an_older_token_whichever_came_first() {
     let redis = RedisServer::start();
-    let (a, b) = (
-        node(one_node_store(&redis.url())),
-        node(one_node_store(&redis.url())),
-    );
-    wait_in_sync(&a).await;
-    wait_in_sync(&b).await;
+    let [a, b] = synced_nodes(&redis).await;
     let primary = a.primary_key(b"http://shop.example", b"/fenced", b"");
     let flight = primary.hash();
     let entry = |cache: &Cache, body: &'static str| {
@@ -466,8 +456,7 @@ async fn the_store_refuses_a_write_under_an_older_token_whichever_came_first() {
         .await;
     assert!(refused.is_err(), "refused by the record's token");
     // A fresh node (no L1 copy) reads what Redis holds: the newer body.
-    let reader = node(one_node_store(&redis.url()));
-    wait_in_sync(&reader).await;
+    let [reader] = synced_nodes(&redis).await;
     match reader.lookup(&primary, |_| unreachable!()).await {
         Lookup::Fresh(entry) => assert_eq!(&entry.body()[..], b"new"),
         other => panic!("the newer record: {other:?}"),
@@ -494,12 +483,7 @@ async fn the_store_refuses_a_write_under_an_older_token_whichever_came_first() {
 #[actix_web::test]
 async fn an_expired_holders_late_store_is_refused_even_when_the_newer_record_carries_no_token() {
     let redis = RedisServer::start();
-    let (a, b) = (
-        node(one_node_store(&redis.url())),
-        node(one_node_store(&redis.url())),
-    );
-    wait_in_sync(&a).await;
-    wait_in_sync(&b).await;
+    let [a, b] = synced_nodes(&redis).await;
     let primary = a.primary_key(b"http://shop.example", b"/unfenced", b"");
     let entry = |cache: &Cache, body: &'static str| {
         let now = cache_core::time::now_ms();
@@ -538,8 +522,7 @@ async fn an_expired_holders_late_store_is_refused_even_when_the_newer_record_car
         .await;
     assert!(late.is_err(), "the expired holder's late store is refused");
     // A fresh node (no L1 copy) finds nothing the old holder wrote.
-    let reader = node(one_node_store(&redis.url()));
-    wait_in_sync(&reader).await;
+    let [reader] = synced_nodes(&redis).await;
     let found = reader.lookup(&primary, |_| unreachable!()).await;
     assert!(
         !matches!(&found, Lookup::Fresh(e) if &e.body()[..] == b"old"),
@@ -566,12 +549,7 @@ async fn an_expired_holders_late_store_is_refused_even_when_the_newer_record_car
 #[actix_web::test]
 async fn a_client_no_cache_is_a_fill_over_redis_too() {
     let redis = RedisServer::start();
-    let (a, b) = (
-        node(one_node_store(&redis.url())),
-        node(one_node_store(&redis.url())),
-    );
-    wait_in_sync(&a).await;
-    wait_in_sync(&b).await;
+    let [a, b] = synced_nodes(&redis).await;
     let origin = Origin::default();
     let app = |cache: Cache| {
         let origin = origin.clone();
@@ -715,10 +693,7 @@ async fn a_node_out_of_touch_shares_no_fill_an_invalidation_it_missed_refused() 
 #[actix_web::test]
 async fn a_soft_purge_over_three_nodes_refreshes_once_in_the_background() {
     let redis = RedisServer::start();
-    let caches: Vec<Cache> = (0..3).map(|_| node(one_node_store(&redis.url()))).collect();
-    for cache in &caches {
-        wait_in_sync(cache).await;
-    }
+    let caches = synced_nodes::<3>(&redis).await;
     let origin = Origin {
         swr: Some(Duration::from_secs(60)),
         ..Origin::default()
