@@ -59,6 +59,20 @@ fn node(store: RedisStore) -> Cache {
         .build()
 }
 
+/// A 200 of `primary` with `body`, fresh for a minute, born now on `cache` (a fill's entry).
+fn fresh_entry(cache: &Cache, primary: &cache_core::PrimaryKey, body: &'static str) -> Entry {
+    let now = cache_core::time::now_ms();
+    Entry::new(
+        primary.cache_key().bytes(),
+        200,
+        vec![],
+        body.into(),
+        now,
+        now + 60_000,
+    )
+    .with_born(cache.begin_fill())
+}
+
 /// `N` nodes over one Redis, each subscribed before it is handed out.
 async fn synced_nodes<const N: usize>(redis: &RedisServer) -> [Cache; N] {
     let caches: [Cache; N] = std::array::from_fn(|_| node(one_node_store(&redis.url())));
@@ -415,18 +429,7 @@ async fn the_store_refuses_a_write_under_an_older_token_whichever_came_first() {
     let [a, b] = synced_nodes(&redis).await;
     let primary = a.primary_key(b"http://shop.example", b"/fenced", b"");
     let flight = primary.hash();
-    let entry = |cache: &Cache, body: &'static str| {
-        let now = cache_core::time::now_ms();
-        Entry::new(
-            primary.cache_key().bytes(),
-            200,
-            vec![],
-            body.into(),
-            now,
-            now + 60_000,
-        )
-        .with_born(cache.begin_fill())
-    };
+    let entry = |cache: &Cache, body: &'static str| fresh_entry(cache, &primary, body);
     let LeaseGrant::Granted(old) = a.lease(flight, Duration::from_millis(50)).await else {
         panic!("the lease was free")
     };
@@ -485,18 +488,7 @@ async fn an_expired_holders_late_store_is_refused_even_when_the_newer_record_car
     let redis = RedisServer::start();
     let [a, b] = synced_nodes(&redis).await;
     let primary = a.primary_key(b"http://shop.example", b"/unfenced", b"");
-    let entry = |cache: &Cache, body: &'static str| {
-        let now = cache_core::time::now_ms();
-        Entry::new(
-            primary.cache_key().bytes(),
-            200,
-            vec![],
-            body.into(),
-            now,
-            now + 60_000,
-        )
-        .with_born(cache.begin_fill())
-    };
+    let entry = |cache: &Cache, body: &'static str| fresh_entry(cache, &primary, body);
     let LeaseGrant::Granted(old) = a.lease(primary.hash(), Duration::from_millis(50)).await else {
         panic!("the lease was free")
     };

@@ -70,6 +70,25 @@ fn app_with(
 }
 
 /// Polls `/p` until it answers `HIT` with `body`, for at most `within`.
+/// A memory-only cache, its run counter and its initialised `app_with` service.
+async fn memory_app(
+    delay: Duration,
+    swr: Duration,
+) -> (
+    Cache,
+    Arc<AtomicU64>,
+    impl actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+    >,
+) {
+    let cache = Cache::memory();
+    let runs = Arc::new(AtomicU64::new(0));
+    let app = test::init_service(app_with(cache.clone(), runs.clone(), delay, swr)).await;
+    (cache, runs, app)
+}
+
 async fn until_hit<S, B>(app: &S, body: &str, within: Duration) -> Reply
 where
     S: actix_web::dev::Service<
@@ -91,15 +110,7 @@ where
 
 #[actix_web::test]
 async fn a_soft_purge_answers_stale_at_once_while_one_background_refresh_runs() {
-    let cache = Cache::memory();
-    let runs = Arc::new(AtomicU64::new(0));
-    let app = test::init_service(app_with(
-        cache.clone(),
-        runs.clone(),
-        SLOW,
-        Duration::from_secs(30),
-    ))
-    .await;
+    let (cache, runs, app) = memory_app(SLOW, Duration::from_secs(30)).await;
     assert_eq!(get_path(&app, "/p").await.summary().1, "MISS");
     assert_eq!(get_path(&app, "/other").await.x_cache(), "MISS");
     assert_eq!(get_path(&app, "/p").await.x_cache(), "HIT");
@@ -138,15 +149,7 @@ async fn a_soft_purge_answers_stale_at_once_while_one_background_refresh_runs() 
 
 #[actix_web::test]
 async fn outside_every_stale_window_a_soft_purge_is_a_hard_one() {
-    let cache = Cache::memory();
-    let runs = Arc::new(AtomicU64::new(0));
-    let app = test::init_service(app_with(
-        cache.clone(),
-        runs.clone(),
-        Duration::ZERO,
-        Duration::ZERO,
-    ))
-    .await;
+    let (cache, _, app) = memory_app(Duration::ZERO, Duration::ZERO).await;
     get_path(&app, "/p").await;
     get_path(&app, "/other").await;
     cache.soft_invalidate_tags(["products"]).await.unwrap();
@@ -158,15 +161,7 @@ async fn outside_every_stale_window_a_soft_purge_is_a_hard_one() {
 
 #[actix_web::test]
 async fn a_fill_in_flight_during_a_soft_purge_is_not_stored_as_fresh() {
-    let cache = Cache::memory();
-    let runs = Arc::new(AtomicU64::new(0));
-    let app = test::init_service(app_with(
-        cache.clone(),
-        runs.clone(),
-        Duration::from_millis(300),
-        Duration::from_secs(30),
-    ))
-    .await;
+    let (cache, _, app) = memory_app(Duration::from_millis(300), Duration::from_secs(30)).await;
     let (first, ()) = tokio::join!(get_path(&app, "/p"), async {
         // The handler has started (and read its data) when the soft purge lands.
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;
@@ -185,15 +180,7 @@ async fn a_fill_in_flight_during_a_soft_purge_is_not_stored_as_fresh() {
 /// answer as a fresh `HIT`: it joins the next fill instead.
 #[actix_web::test]
 async fn a_request_that_joins_a_fill_after_a_soft_purge_never_gets_its_answer_as_fresh() {
-    let cache = Cache::memory();
-    let runs = Arc::new(AtomicU64::new(0));
-    let app = test::init_service(app_with(
-        cache.clone(),
-        runs.clone(),
-        Duration::from_millis(300),
-        Duration::from_secs(30),
-    ))
-    .await;
+    let (cache, runs, app) = memory_app(Duration::from_millis(300), Duration::from_secs(30)).await;
     let after = |ms| actix_web::rt::time::sleep(Duration::from_millis(ms));
     let (leader, before, late, ()) = tokio::join!(
         get_path(&app, "/p"),
@@ -224,15 +211,7 @@ async fn a_request_that_joins_a_fill_after_a_soft_purge_never_gets_its_answer_as
 
 #[actix_web::test]
 async fn the_admin_scope_soft_purges_with_the_token_only() {
-    let cache = Cache::memory();
-    let runs = Arc::new(AtomicU64::new(0));
-    let app = test::init_service(app_with(
-        cache.clone(),
-        runs.clone(),
-        Duration::ZERO,
-        Duration::from_secs(30),
-    ))
-    .await;
+    let (_, _, app) = memory_app(Duration::ZERO, Duration::from_secs(30)).await;
     get_path(&app, "/p").await;
     let purge = || test::TestRequest::post().uri("/admin/soft-purge/tag/products");
     let refused = send(&app, purge()).await;
@@ -376,15 +355,7 @@ async fn a_node_that_missed_the_soft_purge_misses_the_softened_record_rather_tha
 
 #[actix_web::test]
 async fn a_refresh_started_by_a_hostile_request_stores_what_a_plain_request_would_get() {
-    let cache = Cache::memory();
-    let runs = Arc::new(AtomicU64::new(0));
-    let app = test::init_service(app_with(
-        cache.clone(),
-        runs.clone(),
-        Duration::from_millis(50),
-        Duration::from_secs(30),
-    ))
-    .await;
+    let (cache, _, app) = memory_app(Duration::from_millis(50), Duration::from_secs(30)).await;
     get_path(&app, "/p").await;
     get_path(&app, "/other").await;
     cache.soft_invalidate_tag("products").await.unwrap();
