@@ -31,8 +31,8 @@ use crate::args::CacheArgs;
 /// The example is not compiled here: a proc-macro crate cannot use its own macro in a doctest,
 /// and the expansion names `::cache_actix` items. It is compiled and run, with a
 /// `CacheMiddleware` in front of the handler, in cache-actix's crate documentation; every key and
-/// placement is compiled in cache-actix's `tests/ui/pass_every_key.rs`, and the behaviour behind
-/// the middleware is tested in its `tests/macros.rs`.
+/// placement is compiled in cache-actix's `tests/macros/every_form.rs`, and the behaviour behind
+/// the middleware is tested in its `tests/macros/main.rs`.
 ///
 /// ```ignore
 /// use actix_web::{get, web, App, Responder};
@@ -136,7 +136,7 @@ pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// The example is not compiled here (a proc-macro crate cannot use its own derive, and the
 /// expansion names `::cache_actix`); it is compiled and run in the documentation of
-/// `cache_actix::CacheTags`, and every accepted form in cache-actix's `tests/ui/pass_tags.rs`.
+/// `cache_actix::CacheTags`, and every accepted form in cache-actix's `tests/macros/tag_forms.rs`.
 ///
 /// ```ignore
 /// use cache_actix::CacheTags;

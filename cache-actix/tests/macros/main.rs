@@ -3,6 +3,11 @@
 //! on a handler registered with `web::resource(..).to(..)`, and its `{id}` tag is filled from the
 //! route so that invalidating `product:7` drops exactly that entry.
 
+// Every form each macro accepts, compiled against actix-web's own route macros; the forms each
+// rejects, with their errors, are cache-macros' trybuild tests.
+mod every_form;
+mod tag_forms;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix_web::{get, test, web, App, Responder};

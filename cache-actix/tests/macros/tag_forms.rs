@@ -65,7 +65,8 @@ pub struct Page {
     slug: Slug,
 }
 
-fn main() {
+#[test]
+fn every_form_gives_its_tags() {
     let p = Product {
         id: 1,
         category_id: 7,
@@ -75,16 +76,44 @@ fn main() {
     };
     assert_eq!(
         p.cache_tags(),
-        ["product:1", "sku:1", "category:7", "shop.v2/line-item_x:lamps"]
+        [
+            "product:1",
+            "sku:1",
+            "category:7",
+            "shop.v2/line-item_x:lamps"
+        ]
     );
-    let p = Product { brand: Some("Acme Corp".into()), ..p };
+    let p = Product {
+        brand: Some("Acme Corp".into()),
+        ..p
+    };
     assert!(p.cache_tags().contains(&"brand:Acme Corp".to_string()));
     assert_eq!(UserId(3).cache_tags(), ["user:3"]);
-    assert_eq!(Pair { left: 'a', right: -1 }.cache_tags(), ["left:a", "right:-1"]);
-    let order = Order { key: "A-1".to_string(), customer: Some("c9"), value: 0u8 };
+    assert_eq!(
+        Pair {
+            left: 'a',
+            right: -1
+        }
+        .cache_tags(),
+        ["left:a", "right:-1"]
+    );
+    let order = Order {
+        key: "A-1".to_string(),
+        customer: Some("c9"),
+        value: 0u8,
+    };
     assert_eq!(order.cache_tags(), ["order:A-1", "customer:c9"]);
-    assert_eq!(Page { slug: Slug("about") }.cache_tags(), ["page:about"]);
+    assert_eq!(
+        Page {
+            slug: Slug("about")
+        }
+        .cache_tags(),
+        ["page:about"]
+    );
     // References and lists of values.
-    assert_eq!((&UserId(4)).cache_tags(), ["user:4"]);
-    assert_eq!(vec![UserId(1), UserId(2)].cache_tags(), ["user:1", "user:2"]);
+    assert_eq!(<&UserId as CacheTags>::cache_tags(&&UserId(4)), ["user:4"]);
+    assert_eq!(
+        vec![UserId(1), UserId(2)].cache_tags(),
+        ["user:1", "user:2"]
+    );
 }
