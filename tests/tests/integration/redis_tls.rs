@@ -242,12 +242,13 @@ async fn the_platform_trust_store_is_the_default() {
     let redis = RedisTls::start();
     let pki = redis.pki();
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("test binary: {e}"));
+    // The harness names a test by its module path below the crate root.
+    let name = match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::the_platform_trust_store_is_the_default"),
+        None => "the_platform_trust_store_is_the_default".to_string(),
+    };
     let out = std::process::Command::new(exe)
-        .args([
-            "the_platform_trust_store_is_the_default",
-            "--exact",
-            "--nocapture",
-        ])
+        .args([name.as_str(), "--exact", "--nocapture"])
         .env(CHILD_URL, redis.url())
         .env("SSL_CERT_FILE", &pki.ca_cert)
         .env_remove("SSL_CERT_DIR")
