@@ -21,13 +21,10 @@ use actix_web::http::StatusCode;
 use cache_actix::{Cache, MemoryStore, RedisStore};
 
 use crate::redis::wait_in_sync;
+pub use crate::redis::PROPAGATION;
 use crate::redis_cluster::RedisCluster;
 use crate::shop::{app, Db};
 use crate::{get_path, Reply};
-
-/// How long after an invalidation returned `Ok` on one node the other node may still answer
-/// with what it replaced: the pub/sub delay, with room for a loaded 2-core machine.
-pub const PROPAGATION: Duration = Duration::from_millis(500);
 
 /// A cache node over `cluster` (namespace `shop`), with an L1 or not.
 pub fn node(cluster: &RedisCluster, l1: bool) -> Cache {

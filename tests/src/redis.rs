@@ -174,6 +174,10 @@ impl Drop for RedisServer {
     }
 }
 
+/// How long after an invalidation returned `Ok` on one node another node may still answer with
+/// what it replaced: the pub/sub delay, with room for a loaded 2-core machine.
+pub const PROPAGATION: Duration = Duration::from_millis(500);
+
 /// Waits until `cache`'s invalidation subscription is up, as a readiness probe would; fails the
 /// test after 5 s.
 pub async fn wait_in_sync(cache: &cache_actix::Cache) {

@@ -4,8 +4,12 @@
 //! filter: `cargo test --release -p cache-actix-tests --test integration coalescing::`.
 //!
 //! Modules share the process and its default two test threads, so none relies on process-wide
-//! state (environment variables, a global allocator or recorder). `reverse_proxy` stays a binary
-//! of its own: it measures the process's peak RSS, which neighbouring tests would raise.
+//! state (environment variables, a global allocator or recorder). They do share the CPU and the
+//! cache's background runtime: the modules that bound latencies or measure isolation
+//! (`redis_cold_start`, `coalescing`, `soft_purge`, `concurrency`, `flights`,
+//! `products_example`) are run by `scripts/test.sh` after the rest, one test at a time.
+//! `reverse_proxy` stays a binary of its own: it measures the process's peak RSS, which
+//! neighbouring tests would raise.
 
 mod attacker;
 mod bad_input;

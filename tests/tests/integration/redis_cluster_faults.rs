@@ -81,7 +81,8 @@ async fn slots_moved_under_load_cost_misses_never_a_5xx_or_an_invalidated_body()
         Background::start(move || cluster.reshard(from, to, moved))
     };
     let before = shop.tally();
-    shop.rounds_until(Duration::from_secs(40), "reshard", 3, |_| {
+    // An invalidation every other round: on a busy machine the reshard may last only five.
+    shop.rounds_until(Duration::from_secs(40), "reshard", 2, |_| {
         mover.is_finished()
     })
     .await;
