@@ -9,6 +9,8 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::Reply;
+
 /// A `redis-server` child process on 127.0.0.1.
 pub struct RedisServer {
     /// Its port.
@@ -177,6 +179,28 @@ impl Drop for RedisServer {
 /// How long after an invalidation returned `Ok` on one node another node may still answer with
 /// what it replaced: the pub/sub delay, with room for a loaded 2-core machine.
 pub const PROPAGATION: Duration = Duration::from_millis(500);
+
+/// Reads with `read` until `done` holds of the answer or `deadline` has passed, and returns the
+/// last answer: how a test waits out the pub/sub delay that the contract across nodes allows
+/// (a deadline [`PROPAGATION`] after the other node's `Ok`) before asserting exactly what a node
+/// serves. Old answers meanwhile are hits on the old record, so the wait changes nothing the
+/// assertions after it read.
+pub async fn until_propagated<F, Fut>(
+    deadline: Instant,
+    mut read: F,
+    done: impl Fn(&Reply) -> bool,
+) -> Reply
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Reply>,
+{
+    let mut reply = read().await;
+    while !done(&reply) && Instant::now() < deadline {
+        actix_web::rt::time::sleep(Duration::from_millis(1)).await;
+        reply = read().await;
+    }
+    reply
+}
 
 /// Waits until `cache`'s invalidation subscription is up, as a readiness probe would; fails the
 /// test after 5 s.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use actix_web::{http::StatusCode, middleware::Compress, test, web, App, HttpResponse};
 use cache_actix::{Cache, CacheMiddleware, CachePolicy, Cached, Compression, RedisStore};
 use cache_actix_tests::{
-    redis::{wait_in_sync, RedisServer, PROPAGATION},
+    redis::{until_propagated, wait_in_sync, RedisServer, PROPAGATION},
     send, Reply,
 };
 
@@ -406,12 +406,12 @@ async fn a_compressed_record_in_redis_is_smaller_than_the_body_and_serves_every_
     a.invalidate_tag("compressed")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let deadline = Instant::now() + PROPAGATION;
-    let mut fresh = send(&app_b, get("/json", Some("gzip"))).await;
-    while decoded(&fresh) == json(1).as_bytes() && Instant::now() < deadline {
-        actix_web::rt::time::sleep(Duration::from_millis(1)).await;
-        fresh = send(&app_b, get("/json", Some("gzip"))).await;
-    }
+    let fresh = until_propagated(
+        Instant::now() + PROPAGATION,
+        || send(&app_b, get("/json", Some("gzip"))),
+        |reply| decoded(reply) != json(1).as_bytes(),
+    )
+    .await;
     assert_eq!(
         fresh.x_cache(),
         "MISS",

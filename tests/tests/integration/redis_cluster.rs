@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use actix_web::http::StatusCode;
 use cache_actix::{Cache, MemoryStore, RedisStore};
 use cache_actix_tests::cluster_shop::{eventually, node, PROPAGATION};
+use cache_actix_tests::redis::{until_propagated, wait_in_sync};
 use cache_actix_tests::shop::{app, Db};
-use cache_actix_tests::{get_path as get, redis::wait_in_sync, redis_cluster::RedisCluster};
+use cache_actix_tests::{get_path as get, redis_cluster::RedisCluster};
 
 #[actix_web::test]
 async fn entries_spread_over_every_master_and_nodes_share_them_and_their_invalidation() {
@@ -339,12 +340,12 @@ where
         Error = actix_web::Error,
     >,
 {
-    eventually(PROPAGATION, "B hears of A's invalidation", || async {
-        let seen = get(b, "/p/1").await;
-        (seen.text() == body)
-            .then_some(())
-            .ok_or_else(|| format!("B {:?}", seen.summary()))
-    })
+    let heard = until_propagated(
+        Instant::now() + PROPAGATION,
+        || get(b, "/p/1"),
+        |seen| seen.text() == body,
+    )
     .await;
+    assert_eq!(heard.text(), body, "B never heard of A's invalidation");
     assert_eq!(get(b, "/p/1").await.text(), body, "B after it heard");
 }

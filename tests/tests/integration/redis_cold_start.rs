@@ -23,7 +23,7 @@ use cache_actix::{Cache, MemoryStore, RedisStore};
 use cache_actix_tests::shop::{app, Db};
 use cache_actix_tests::{
     free_port, get_path as get,
-    redis::{wait_in_sync, RedisServer},
+    redis::{until_propagated, wait_in_sync, RedisServer, PROPAGATION},
 };
 
 /// Held by each test while it runs: each brings its own failing neighbours, and the two sets at
@@ -432,12 +432,13 @@ fn stores_whose_redis_is_refused_or_hangs_never_delay_a_healthy_store() {
                     ));
                 }
                 // ...nor on the other after the propagation delay; then a hit (the control).
-                let deadline = Instant::now() + Duration::from_millis(500);
-                let mut seen = get(&y, "/p/1").await.summary();
-                while seen.2 != body && Instant::now() < deadline {
-                    actix_web::rt::time::sleep(Duration::from_millis(1)).await;
-                    seen = get(&y, "/p/1").await.summary();
-                }
+                let seen = until_propagated(
+                    Instant::now() + PROPAGATION,
+                    || get(&y, "/p/1"),
+                    |reply| reply.text() == body,
+                )
+                .await
+                .summary();
                 if seen != answer("HIT", &body) {
                     failures.push(format!("round {round}: the other node then {seen:?}"));
                 }

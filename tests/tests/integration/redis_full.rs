@@ -20,7 +20,7 @@ use cache_actix::{
 };
 use cache_actix_tests::{
     get_path as get,
-    redis::{wait_in_sync, RedisServer, PROPAGATION},
+    redis::{until_propagated, wait_in_sync, RedisServer, PROPAGATION},
     send, Reply,
 };
 
@@ -218,17 +218,18 @@ where
     for round in 0..rounds {
         for (i, node) in nodes.iter().enumerate() {
             for path in paths {
-                let mut reply = get(*node, path).await;
-                // Another node's old answers within the delay are hits on the old record: they
-                // change nothing the next read sees.
-                while i > 0
-                    && round == 0
-                    && version_of(&reply) != Some(current)
-                    && Instant::now() < propagated
-                {
-                    actix_web::rt::time::sleep(Duration::from_millis(1)).await;
-                    reply = get(*node, path).await;
-                }
+                // The writer, and every node after the first round, is held to it at once.
+                let deadline = if i > 0 && round == 0 {
+                    propagated
+                } else {
+                    Instant::now()
+                };
+                let reply = until_propagated(
+                    deadline,
+                    || get(*node, path),
+                    |reply| version_of(reply) == Some(current),
+                )
+                .await;
                 assert_eq!(reply.status, StatusCode::OK, "node {i}, {path}");
                 assert_eq!(
                     version_of(&reply),
